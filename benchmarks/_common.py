@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, result files."""
+
+from __future__ import annotations
+
+import csv
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description(device: torch.device | None = None) -> str:
+    parts = [
+        f"CPU: {cpu_model()}",
+        f"torch threads: {torch.get_num_threads()}",
+        f"torch {torch.__version__}",
+        f"Python {platform.python_version()}",
+    ]
+    if device is not None and device.type == "cuda":
+        parts.insert(1, f"GPU: {torch.cuda.get_device_name(device)}")
+    return "; ".join(parts)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_it(
+    fn: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1
+) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def write_results(name: str, rows: list[dict[str, object]], markdown: str) -> tuple[Path, Path]:
+    """Write ``results/<name>.csv`` (rows) and ``results/<name>.md`` (markdown)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = RESULTS / f"{name}.csv", RESULTS / f"{name}.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path.write_text(markdown)
+    return csv_path, md_path
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,304 @@
+"""The umbrella ``chromalab`` command.
+
+::
+
+    chromalab info                                   versions, device, installed models
+    chromalab prior --data DIR -o prior.pt           ab prior of a dataset (CIC §3.2)
+    chromalab data capshapes --out DIR --n 1000      export CapShapes (folder | jsonl | wds)
+    chromalab colorize --model cic --ckpt X IMAGE|DIR -o OUT
+
+``colorize`` finds models through the ``chromalab.models`` entry points (see
+:mod:`chromalab.models`); each paper package registers itself there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+__all__ = ["main"]
+
+logger = logging.getLogger("chromalab")
+
+
+# --------------------------------------------------------------------------------------- info
+def _cmd_info(args: argparse.Namespace) -> int:
+    from chromalab.models import available_models
+
+    rows = [("python", platform.python_version()), ("platform", platform.platform())]
+    for dist in (
+        "chromalab-shared",
+        "torch",
+        "torchvision",
+        "lightning",
+        "torchmetrics",
+        "kornia",
+        "webdataset",
+        "jsonargparse",
+    ):
+        try:
+            rows.append((dist, metadata.version(dist)))
+        except metadata.PackageNotFoundError:
+            rows.append((dist, "not installed"))
+    rows.append(("cpu threads", str(torch.get_num_threads())))
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        rows.append(("cuda", f"{torch.version.cuda}: " + ", ".join(names)))
+    else:
+        rows.append(("cuda", "not available (CPU only)"))
+    models = available_models()
+    rows.append(("models", ", ".join(models) if models else "none installed"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- prior
+def _cmd_prior(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from chromalab.bins import ABBins
+    from chromalab.color import rgb_to_lab
+    from chromalab.data.collate import collate_skip_bad
+    from chromalab.rebalance import PriorAccumulator, save_prior
+
+    bins = ABBins.gamut() if args.bins == "gamut" else ABBins.grid(25, 10)
+    dataset = _prior_dataset(args)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        collate_fn=collate_skip_bad,
+    )
+    acc = PriorAccumulator(bins)
+    images = skipped = 0
+    limit = args.limit
+    with tqdm(total=limit, desc="prior", unit="img", disable=args.quiet) as bar:
+        for batch in loader:
+            if batch is None:
+                continue
+            skipped += int(batch.get("skipped", 0))
+            rgb = batch["rgb"]
+            if limit is not None:
+                rgb = rgb[: max(limit - images, 0)]
+            if rgb.shape[0] == 0:
+                break
+            ab = rgb_to_lab(rgb)[:, 1:, :: args.stride, :: args.stride]
+            acc.update(ab)
+            images += rgb.shape[0]
+            bar.update(rgb.shape[0])
+            if limit is not None and images >= limit:
+                break
+    if images == 0:
+        print(f"error: no readable colour images in {args.data}", file=sys.stderr)
+        return 1
+    path = save_prior(
+        args.output,
+        acc.prior,
+        bins,
+        source=str(args.data),
+        images=images,
+        skipped=skipped,
+        stride=args.stride,
+        image_size=args.image_size,
+    )
+    print(f"wrote {path}: prior over {bins.num_bins} bins from {images} images ({skipped} skipped)")
+    return 0
+
+
+def _prior_dataset(args: argparse.Namespace):
+    data = args.data
+    if data == "capshapes":
+        from chromalab.data.capshapes import CapShapes
+
+        return CapShapes(length=args.limit or 2000, size=args.image_size or 64, seed=args.seed)
+    path = Path(data)
+    if path.is_dir():
+        from chromalab.data.folders import ImageFolderDataset
+
+        return ImageFolderDataset(path, image_size=args.image_size, train=False)
+    if ".tar" in path.name or "{" in data:
+        from chromalab.data.shards import make_shard_dataset
+
+        return make_shard_dataset(data, image_size=args.image_size or 256, train=False)
+    if path.is_file():
+        from chromalab.data.folders import CaptionedImageDataset
+        from chromalab.data.records import load_caption_records
+
+        records = load_caption_records(path, image_root=args.image_root)
+        return CaptionedImageDataset(records, image_size=args.image_size, train=False)
+    raise FileNotFoundError(f"data source not found: {data}")
+
+
+# --------------------------------------------------------------------------------------- data
+def _cmd_data_capshapes(args: argparse.Namespace) -> int:
+    from chromalab.data.capshapes import export_capshapes
+
+    out = export_capshapes(
+        args.out, n=args.n, format=args.format, seed=args.seed, size=args.size, start=args.start
+    )
+    print(f"wrote {args.n} CapShapes scenes ({args.format}) to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- colorize
+def _cmd_colorize(args: argparse.Namespace) -> int:
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from chromalab.color import rgb_to_lab
+    from chromalab.io import ImageLoadError, iter_image_files, load_image, recombine, save_image
+    from chromalab.models import load_colorizer, resolve_device
+
+    device = resolve_device(args.device)
+    model = load_colorizer(
+        args.model,
+        ckpt=args.ckpt,
+        weights=args.weights,
+        device=str(device),
+        temperature=args.temperature,
+    )
+    if args.caption and not model.uses_captions:
+        logger.warning("model %s ignores captions; --caption has no effect", args.model)
+    files: list[Path] = []
+    for item in args.inputs:
+        files.extend(iter_image_files(item))
+    if not files:
+        print("error: no image files found in " + ", ".join(args.inputs), file=sys.stderr)
+        return 1
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size = args.size or model.input_size
+    failed: list[tuple[Path, str]] = []
+    written = 0
+    for path in tqdm(files, desc=f"colorize ({args.model})", unit="img", disable=args.quiet):
+        try:
+            rgb = load_image(path)
+        except ImageLoadError as err:
+            failed.append((path, err.reason))
+            logger.warning("skipped %s", err)
+            continue
+        l_full = rgb_to_lab(rgb[None].to(device))[:, :1]
+        l_small = F.interpolate(
+            l_full, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        with torch.inference_mode():
+            ab = model.colorize(l_small, [args.caption] if args.caption else None)
+        result = recombine(l_full, ab.float())
+        target = out_dir / (path.stem + ".png")
+        save_image(result[0].cpu(), target)
+        written += 1
+    print(
+        f"colorized {written} image(s) into {out_dir}"
+        + (f"; {len(failed)} skipped:" if failed else "")
+    )
+    for path, reason in failed:
+        print(f"  {path}: {reason}")
+    return 0 if not failed else 2
+
+
+# ------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chromalab", description="chromalab: language-guided and automatic colorization."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="versions, device and installed models")
+    info.set_defaults(func=_cmd_info)
+
+    prior = sub.add_parser("prior", help="empirical ab prior of a dataset (CIC §3.2)")
+    prior.add_argument(
+        "--data",
+        required=True,
+        help="image folder, captions file, .tar shard pattern, or 'capshapes'",
+    )
+    prior.add_argument("-o", "--output", required=True, help="output .pt file")
+    prior.add_argument(
+        "--bins",
+        choices=["gamut", "grid"],
+        default="gamut",
+        help="gamut: CIC's in-gamut bins; grid: the FiLM paper's 25x25 grid",
+    )
+    prior.add_argument(
+        "--image-size",
+        type=int,
+        default=256,
+        help="resize the shorter side and centre-crop to this size (default 256)",
+    )
+    prior.add_argument(
+        "--stride",
+        type=int,
+        default=4,
+        help="ab subsampling, as the training targets at 1/4 resolution (default 4)",
+    )
+    prior.add_argument("--limit", type=int, default=None, help="use at most this many images")
+    prior.add_argument("--image-root", default=None, help="image folder for a captions file")
+    prior.add_argument("--batch-size", type=int, default=32)
+    prior.add_argument("--num-workers", type=int, default=0)
+    prior.add_argument("--seed", type=int, default=0)
+    prior.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    prior.set_defaults(func=_cmd_prior)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    caps = data_sub.add_parser("capshapes", help="export CapShapes scenes")
+    caps.add_argument("--out", required=True, help="output folder")
+    caps.add_argument("--n", type=int, required=True, help="number of scenes")
+    caps.add_argument("--format", choices=["folder", "jsonl", "wds"], default="folder")
+    caps.add_argument("--seed", type=int, default=0)
+    caps.add_argument("--size", type=int, default=64)
+    caps.add_argument("--start", type=int, default=0, help="first scene index")
+    caps.set_defaults(func=_cmd_data_capshapes)
+
+    col = sub.add_parser("colorize", help="colorize images with an installed model")
+    col.add_argument("inputs", nargs="+", help="image files or folders")
+    col.add_argument("-o", "--output", required=True, help="output folder (PNG per input)")
+    col.add_argument("--model", required=True, help="installed model name (see `chromalab info`)")
+    col.add_argument("--ckpt", default=None, help="Lightning checkpoint of the model")
+    col.add_argument("--weights", default=None, help="released weights file, where supported")
+    col.add_argument("--caption", default=None, help="caption for language-guided models")
+    col.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="annealed-mean temperature, where the model decodes bins",
+    )
+    col.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="network input side (default: the model's own, e.g. 256)",
+    )
+    col.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    col.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    col.set_defaults(func=_cmd_colorize)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``chromalab`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

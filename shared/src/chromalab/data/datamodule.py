@@ -1,0 +1,333 @@
+"""The one configurable Lightning DataModule that every chromalab package trains on.
+
+:class:`ColorizationDataModule` serves four sources behind one set of typed arguments, so
+a package's YAML config picks its data with a couple of keys and LightningCLI (through
+jsonargparse) validates them:
+
+* ``capshapes`` — generated captioned scenes (:class:`chromalab.data.capshapes.CapShapes`),
+  the CPU-minutes dataset; needs no path;
+* ``folder`` — photographs in a folder tree, ImageNet layout
+  (:class:`~chromalab.data.folders.ImageFolderDataset`);
+* ``captions`` — photographs with captions from a COCO / JSON-lines / L-CAD / L-CoIns file
+  (:class:`~chromalab.data.folders.CaptionedImageDataset`);
+* ``webdataset`` — tar shards streamed with ``webdataset``
+  (:func:`~chromalab.data.shards.make_shard_dataset`).
+
+Batches follow GUIDE §3: ``rgb`` ``(B, 3, H, W)`` in ``[0, 1]``, ``l`` ``(B, 1, H, W)`` in
+``[0, 100]`` and ``ab`` ``(B, 2, H, W)`` (computed on the device by
+:meth:`ColorizationDataModule.on_after_batch_transfer`, hence on the GPU in training),
+``caption`` (``list[str]``) where the source has captions, the CapShapes annotations
+(``masks``, ``color_ids``, ``mentioned``, ``level``, ...), ``path``/``key`` identifying
+photos, and ``skipped`` (``int``), the number of bad samples dropped from the batch.
+
+Reproducibility: training order comes from :class:`EpochShuffleSampler`, a permutation
+drawn from a ``torch.Generator`` seeded by ``(seed, epoch)``; random crops come from
+``(seed, epoch, index)``. Two runs with the same ``seed`` therefore see identical batches,
+with any number of workers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sized
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from chromalab.data.capshapes import CapShapes
+from chromalab.data.collate import add_lab, collate_skip_bad
+from chromalab.data.folders import CaptionedImageDataset, ImageFolderDataset, derive_seed
+from chromalab.data.records import CaptionFormat, load_caption_records
+from chromalab.data.shards import make_shard_dataset
+
+__all__ = ["ColorizationDataModule", "EpochShuffleSampler"]
+
+Source = Literal["capshapes", "folder", "captions", "webdataset"]
+_SOURCES = ("capshapes", "folder", "captions", "webdataset")
+_SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Sampler whose order depends only on ``(seed, epoch)``, and which tells the dataset.
+
+    Lightning calls :meth:`set_epoch` at the start of every training epoch (directly, or
+    through its ``DistributedSamplerWrapper`` under DDP, which forwards it). The sampler
+    then forwards the epoch to ``data_source.set_epoch`` when the dataset has one, so
+    per-sample random choices (crops, flips, captions) change with the epoch too.
+
+    Args:
+        data_source: the map-style dataset (only its length and ``set_epoch`` are used).
+        seed: non-negative base seed of the permutation.
+        shuffle: draw a permutation; ``False`` gives ``0, 1, ..., n-1``.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0, shuffle: bool = True) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.data_source = data_source
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next iteration and forward it to the dataset."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.epoch = epoch
+        set_dataset_epoch = getattr(self.data_source, "set_epoch", None)
+        if callable(set_dataset_epoch):
+            set_dataset_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.data_source)
+        if not self.shuffle:
+            return iter(range(n))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        return iter(torch.randperm(n, generator=generator).tolist())
+
+
+class ColorizationDataModule(pl.LightningDataModule):
+    """Data for every chromalab model: generated scenes, photo folders, captions, shards.
+
+    Args:
+        source: where samples come from: ``"capshapes"`` (generated, no path needed),
+            ``"folder"``, ``"captions"`` or ``"webdataset"``.
+        train_path: training data: a directory (folder), a caption file (captions) or a
+            shard pattern such as ``"train-{0000..0099}.tar"`` (webdataset).
+        val_path: validation data, same kinds as ``train_path``; without it (and not
+            capshapes) there is no validation.
+        test_path: test data, same kinds as ``train_path``.
+        predict_path: data for ``predict``, same kinds as ``train_path``; for capshapes the
+            test scenes are used.
+        image_root: folder the image names of a caption file are relative to (default: the
+            caption file's folder).
+        caption_format: layout of the caption files: ``"auto"`` (detect), ``"coco"``,
+            ``"jsonl"``, ``"lcad"`` or ``"lcoins"``.
+        image_size: side of the square training crops (photo sources).
+        eval_image_size: side of the centre crops for validation/test/predict (default:
+            ``image_size``).
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation/test/predict (default: ``batch_size``).
+        num_workers: DataLoader worker processes (persistent when > 0).
+        seed: non-negative seed of the training order, crops, flips and caption choice,
+            and of the CapShapes scenes (validation and test scenes use ``seed + 1`` and
+            ``seed + 2``, so they differ from the training scenes).
+        filter_grayscale: skip near-greyscale photos (Zhang et al., ECCV 2016, Sec. 4.2).
+        gray_threshold: a photo is near-greyscale when its Lab chroma never exceeds this.
+        horizontal_flip: mirror half of the training photos; default (``None``): on for
+            ``folder``, off for sources with captions (they may say "left"/"right").
+        shuffle_buffer: sample shuffle buffer of the webdataset training stream.
+        capshapes_train_length: number of generated training scenes.
+        capshapes_val_length: number of generated validation (and test) scenes.
+        capshapes_size: side of the generated scenes.
+        pin_memory: pin host memory of batches (faster host-to-GPU copies).
+
+    Attributes:
+        skipped_samples: bad samples dropped from the batches this module has delivered
+            (counted in :meth:`on_after_batch_transfer`, so it includes samples skipped in
+            worker processes; per process under DDP).
+    """
+
+    def __init__(
+        self,
+        source: Source = "capshapes",
+        train_path: str | None = None,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        predict_path: str | None = None,
+        image_root: str | None = None,
+        caption_format: CaptionFormat = "auto",
+        image_size: int = 176,
+        eval_image_size: int | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        filter_grayscale: bool = True,
+        gray_threshold: float = 5.0,
+        horizontal_flip: bool | None = None,
+        shuffle_buffer: int = 1000,
+        capshapes_train_length: int = 20_000,
+        capshapes_val_length: int = 512,
+        capshapes_size: int = 64,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if source not in _SOURCES:
+            raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
+        for name, value in (
+            ("image_size", image_size),
+            ("batch_size", batch_size),
+            ("capshapes_train_length", capshapes_train_length),
+            ("capshapes_val_length", capshapes_val_length),
+            ("capshapes_size", capshapes_size),
+            ("eval_image_size", eval_image_size),
+            ("eval_batch_size", eval_batch_size),
+        ):
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.save_hyperparameters()
+        self.source = source
+        self.paths = {"train": train_path, "val": val_path, "test": test_path}
+        self.predict_path = predict_path
+        self.image_root = image_root
+        self.caption_format = caption_format
+        self.image_size = image_size
+        self.eval_image_size = eval_image_size if eval_image_size is not None else image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.filter_grayscale = filter_grayscale
+        self.gray_threshold = gray_threshold
+        self.horizontal_flip = source == "folder" if horizontal_flip is None else horizontal_flip
+        self.shuffle_buffer = shuffle_buffer
+        self.capshapes_train_length = capshapes_train_length
+        self.capshapes_val_length = capshapes_val_length
+        self.capshapes_size = capshapes_size
+        self.pin_memory = pin_memory
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
+        self.skipped_samples = 0
+
+    # ------------------------------------------------------------------ datasets
+    def _build(self, split: str, path: str | None) -> Dataset | None:
+        """Dataset of one split (``train``/``val``/``test``) read from ``path``."""
+        train = split == "train"
+        if self.source == "capshapes":
+            length = self.capshapes_train_length if train else self.capshapes_val_length
+            seed = self.seed + _SPLIT_OFFSETS[split]
+            return CapShapes(length=length, size=self.capshapes_size, seed=seed)
+        if path is None:
+            return None
+        size = self.image_size if train else self.eval_image_size
+        common: dict[str, Any] = {
+            "image_size": size,
+            "train": train,
+            "seed": self.seed,
+            "filter_grayscale": self.filter_grayscale,
+            "gray_threshold": self.gray_threshold,
+            "horizontal_flip": self.horizontal_flip,
+        }
+        if self.source == "folder":
+            return ImageFolderDataset(path, **common)
+        if self.source == "captions":
+            records = load_caption_records(path, self.caption_format, self.image_root)
+            return CaptionedImageDataset(records, **common)
+        return make_shard_dataset(
+            path,
+            shuffle_buffer=self.shuffle_buffer if train else 0,
+            emit_none_for_bad=True,
+            **common,
+        )
+
+    def _require(self, split: str, stage: str, path: str | None) -> Dataset:
+        dataset = self._build(split, path)
+        if dataset is None:
+            argument = "predict_path" if stage == "predict" else f"{split}_path"
+            raise ValueError(
+                f"ColorizationDataModule(source={self.source!r}) needs {argument} for "
+                f"stage {stage!r}"
+            )
+        return dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict``).
+
+        Raises:
+            ValueError: a path the stage needs was not given (``val_path`` is optional for
+                ``fit``), or ``stage`` is unknown.
+        """
+        if stage not in (None, "fit", "validate", "test", "predict"):
+            raise ValueError(f"unknown stage {stage!r}")
+        capshapes = self.source == "capshapes"
+        if stage in (None, "fit"):
+            self.train_dataset = self._require("train", "fit", self.paths["train"])
+            self.val_dataset = self._build("val", self.paths["val"])
+        if stage == "validate":
+            self.val_dataset = self._require("val", "validate", self.paths["val"])
+        if stage == "test" or (stage is None and (capshapes or self.paths["test"] is not None)):
+            self.test_dataset = self._require("test", "test", self.paths["test"])
+        if stage == "predict" or (stage is None and (capshapes or self.predict_path is not None)):
+            self.predict_dataset = self._require("test", "predict", self.predict_path)
+
+    # --------------------------------------------------------------- dataloaders
+    def _loader(self, dataset: Dataset | None, split: str) -> DataLoader | list:
+        if dataset is None:
+            return []
+        train = split == "train"
+        loader_args: dict[str, Any] = {
+            "batch_size": self.batch_size if train else self.eval_batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": functools.partial(collate_skip_bad, keep_empty=True),
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+            "generator": torch.Generator().manual_seed(derive_seed(self.seed, 1)),
+        }
+        if isinstance(dataset, IterableDataset):
+            if train and self.trainer is not None and hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(self.trainer.current_epoch)
+            return DataLoader(dataset, **loader_args)
+        if train:
+            sampler = EpochShuffleSampler(dataset, seed=self.seed, shuffle=True)
+            return DataLoader(dataset, sampler=sampler, **loader_args)
+        return DataLoader(dataset, shuffle=False, **loader_args)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) training batches; call :meth:`setup` first."""
+        if self.train_dataset is None:
+            raise RuntimeError("train_dataloader() called before setup('fit')")
+        return self._loader(self.train_dataset, "train")
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in order; an empty list when there is no validation set."""
+        return self._loader(self.val_dataset, "val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Test batches in order."""
+        return self._loader(self.test_dataset, "test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """Prediction batches in order, from ``predict_path`` (capshapes: the test scenes)."""
+        return self._loader(self.predict_dataset, "predict")
+
+    # ------------------------------------------------------------------- batches
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count skipped samples and add ``l`` and ``ab`` on the batch's device.
+
+        Returns:
+            The batch with ``l`` ``(B, 1, H, W)`` and ``ab`` ``(B, 2, H, W)`` added (see
+            :func:`~chromalab.data.collate.add_lab`), or ``None`` when every sample of the
+            batch was bad: a model's ``training_step`` returns ``None`` for it, which makes
+            Lightning skip the optimizer step.
+        """
+        if batch is None:
+            return None
+        self.skipped_samples += int(batch.get("skipped", 0))
+        if "rgb" not in batch:
+            return None
+        return add_lab(batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointed state: the count of skipped samples."""
+        return {"skipped_samples": self.skipped_samples}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.skipped_samples = int(state_dict.get("skipped_samples", 0))
+
+    def __repr__(self) -> str:
+        paths = {k: v for k, v in self.paths.items() if v is not None}
+        where = f", paths={paths}" if paths else ""
+        return f"{type(self).__name__}(source={self.source!r}{where}, seed={self.seed})"

@@ -1,0 +1,310 @@
+"""Tests for chromalab.data.capshapes: the CapShapes dataset and its exporter."""
+
+from __future__ import annotations
+
+import json
+import math
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from chromalab.color import lab_to_rgb, rgb_to_lab
+from chromalab.data import capshapes
+from chromalab.data.capshapes import (
+    CANONICAL_COLORS,
+    OBJECT_L_RANGE,
+    SHAPES,
+    CapShapes,
+    export_capshapes,
+    gamut_max_chroma,
+)
+from chromalab.text import (
+    CHROMATIC_COLORS,
+    COLOR_LEXICON,
+    DESCRIPTION_LEVELS,
+    color_index,
+    find_color_words,
+)
+
+CENTERS = np.array([COLOR_LEXICON[i].ab for i in CHROMATIC_COLORS])
+
+
+@pytest.fixture(scope="module")
+def dataset() -> CapShapes:
+    return CapShapes(length=1_000, size=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def balanced_objects() -> dict[str, np.ndarray]:
+    """Per-object colour id, mean L and mean ab of 500 scenes with uniform colours."""
+    ds = CapShapes(length=500, size=64, seed=11, canonical_prob=0.0)
+    ids, mean_l, mean_ab, hue_spread = [], [], [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        lab = rgb_to_lab(item["rgb"].double())
+        for k in range(ds.max_objects):
+            if item["color_ids"][k] < 0:
+                continue
+            pixels = lab[:, item["masks"][k]]
+            ids.append(int(item["color_ids"][k]))
+            mean_l.append(pixels[0].mean().item())
+            mean_ab.append(pixels[1:].mean(1).numpy())
+            centre = COLOR_LEXICON[ids[-1]].ab
+            angle = torch.atan2(pixels[2], pixels[1]) - math.atan2(centre[1], centre[0])
+            hue_spread.append(
+                torch.remainder(angle + math.pi, 2 * math.pi).sub(math.pi).abs().max().item()
+            )
+    return {
+        "ids": np.array(ids),
+        "mean_l": np.array(mean_l),
+        "mean_ab": np.stack(mean_ab),
+        "hue_spread": np.degrees(np.array(hue_spread)),
+    }
+
+
+class TestItems:
+    def test_keys_shapes_dtypes(self, dataset):
+        item = dataset[3]
+        k, s = dataset.max_objects, dataset.size
+        assert item["rgb"].shape == (3, s, s) and item["rgb"].dtype == torch.float32
+        assert item["rgb"].min() >= 0.0 and item["rgb"].max() <= 1.0
+        assert item["masks"].shape == (k, s, s) and item["masks"].dtype == torch.bool
+        for key, dtype in (("color_ids", torch.long), ("shape_ids", torch.long)):
+            assert item[key].shape == (k,) and item[key].dtype == dtype
+        for key in ("mentioned", "canonical"):
+            assert item[key].shape == (k,) and item[key].dtype == torch.bool
+        assert item["background_color_id"].shape == () and item["index"] == 3
+        assert isinstance(item["caption"], str) and item["level"] in DESCRIPTION_LEVELS
+
+    def test_padding_and_masks(self, dataset):
+        counts = Counter()
+        for i in range(200):
+            item = dataset[i]
+            real = item["color_ids"] >= 0
+            n = int(real.sum())
+            counts[n] += 1
+            assert real.tolist() == [True] * n + [False] * (dataset.max_objects - n)
+            assert torch.equal(item["shape_ids"] >= 0, real)
+            assert not item["mentioned"][~real].any() and not item["canonical"][~real].any()
+            assert not item["masks"][~real].any()
+            assert (item["masks"][real].sum((1, 2)) >= 15).all()  # every object is visible
+            assert item["masks"].sum(0).max() <= 1  # visible parts are disjoint
+            assert set(item["color_ids"][real].tolist()) <= set(CHROMATIC_COLORS)
+        assert set(counts) == {1, 2, 3, 4}
+
+    def test_variety(self, dataset):
+        shapes = Counter(s for i in range(200) for s in dataset[i]["shape_ids"].tolist() if s >= 0)
+        assert len(shapes) == len(SHAPES) >= 5
+        assert len({dataset[i]["level"] for i in range(30)}) == 3
+
+    def test_default_collate(self, dataset):
+        batch = next(iter(DataLoader(dataset, batch_size=4)))
+        assert batch["rgb"].shape == (4, 3, 64, 64) and batch["masks"].shape == (4, 4, 64, 64)
+        assert batch["background_color_id"].shape == (4,)
+        assert len(batch["caption"]) == 4 and batch["index"].tolist() == [0, 1, 2, 3]
+
+
+class TestDeterminism:
+    def test_same_index_same_item(self, dataset):
+        other = CapShapes(length=10**12, size=64, seed=0)
+        for i in (7, 0, 7, 500):
+            a, b = dataset[i], other[i]
+            assert a["caption"] == b["caption"]
+            assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["masks"], b["masks"])
+
+    def test_global_rng_untouched(self, dataset):
+        torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()  # noqa: NPY002
+        before = dataset[5]
+        assert torch.equal(torch.get_rng_state(), torch_state)
+        assert np.array_equal(np.random.get_state()[1], numpy_state)  # noqa: NPY002
+        torch.manual_seed(123)
+        assert torch.equal(dataset[5]["rgb"], before["rgb"])
+
+    def test_seed_changes_items(self):
+        a, b = CapShapes(length=5, seed=0)[2], CapShapes(length=5, seed=1)[2]
+        assert not torch.equal(a["rgb"], b["rgb"])
+
+    def test_huge_length_and_range(self):
+        ds = CapShapes(length=2**62)
+        assert len(ds) == 2**62
+        assert ds[2**62 - 1]["rgb"].shape == (3, 64, 64)
+        for bad in (2**62, -1):
+            with pytest.raises(IndexError, match=str(bad)):
+                ds[bad]
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"length": 0}, {"size": 8}, {"seed": -1}, {"max_objects": 0}, {"canonical_prob": 1.5}],
+    )
+    def test_invalid_arguments(self, kwargs):
+        with pytest.raises(ValueError, match=str(next(iter(kwargs.values())))):
+            CapShapes(**kwargs)
+
+    def test_invalid_level_probs(self):
+        with pytest.raises(ValueError, match="probs"):
+            CapShapes(level_probs=(0.5, 0.5, 0.5))
+
+
+class TestColours:
+    def test_mean_ab_closest_to_own_centre(self, balanced_objects):
+        nearest = np.array(CHROMATIC_COLORS)[
+            ((balanced_objects["mean_ab"][:, None] - CENTERS) ** 2).sum(-1).argmin(1)
+        ]
+        accuracy = (nearest == balanced_objects["ids"]).mean()
+        assert len(nearest) > 1000 and accuracy >= 0.99
+
+    def test_hue_kept_when_chroma_is_reduced(self, balanced_objects):
+        # Every object pixel keeps its colour's hue up to the 5 degree jitter: out-of-gamut
+        # colours were pulled in along chroma, not clipped in RGB (which turns hues).
+        assert balanced_objects["hue_spread"].max() <= 5.5
+
+    def test_lightness_does_not_reveal_colour(self, balanced_objects):
+        ids, mean_l = balanced_objects["ids"], balanced_objects["mean_l"]
+        assert OBJECT_L_RANGE[0] - 0.5 <= mean_l.min() and mean_l.max() <= OBJECT_L_RANGE[1] + 0.5
+        half = len(ids) // 2
+        train_ids, train_l, test_ids, test_l = ids[:half], mean_l[:half], ids[half:], mean_l[half:]
+        classes = np.array(CHROMATIC_COLORS)
+        chance = 1.0 / len(classes)
+        # Nearest class mean on the object's mean L.
+        means = np.array([train_l[train_ids == c].mean() for c in classes])
+        ncm = classes[np.abs(test_l[:, None] - means).argmin(1)]
+        assert (ncm == test_ids).mean() <= chance + 0.06
+        # Majority colour per lightness bin (a finer Bayes-like classifier).
+        bins = np.linspace(*OBJECT_L_RANGE, 11)
+        train_bin, test_bin = np.digitize(train_l, bins), np.digitize(test_l, bins)
+        majority = {
+            b: Counter(train_ids[train_bin == b]).most_common(1)[0][0] for b in set(train_bin)
+        }
+        binned = np.array([majority.get(b, classes[0]) for b in test_bin])
+        assert (binned == test_ids).mean() <= chance + 0.06
+        # Per-colour mean lightness barely differs.
+        assert np.ptp([mean_l[ids == c].mean() for c in classes]) < 4.0
+
+    def test_gamut_table(self):
+        table = gamut_max_chroma()
+        assert table.shape == (360, 200)
+        gen = torch.Generator().manual_seed(0)
+        hue = torch.rand(20_000, generator=gen, dtype=torch.float64) * 360
+        lightness = torch.rand(20_000, generator=gen, dtype=torch.float64) * 100
+        limit = table[hue.long(), (lightness / 0.5).long()].double()
+        angle = torch.deg2rad(hue)
+        lab = torch.stack([lightness, limit * torch.cos(angle), limit * torch.sin(angle)])
+        rgb = lab_to_rgb(lab.view(3, -1, 1), clip=False)
+        assert rgb.min() >= -1e-3 and rgb.max() <= 1 + 1e-3
+        # ... and the table is not needlessly small: 10% more chroma leaves the gamut mostly.
+        lab = torch.stack(
+            [lightness, 1.1 * limit * torch.cos(angle), 1.1 * limit * torch.sin(angle)]
+        )
+        rgb = lab_to_rgb(lab.view(3, -1, 1), clip=False)
+        outside = ((rgb < 0) | (rgb > 1)).any(0).flatten()
+        assert outside[limit > 1].float().mean() > 0.9
+
+
+class TestCanonicalAndCaptions:
+    def test_canonical_colours(self):
+        ds = CapShapes(length=600, seed=2, canonical_prob=0.8)
+        own = {SHAPES.index(s): color_index(c) for s, c in CANONICAL_COLORS.items()}
+        flags = []
+        for i in range(len(ds)):
+            item = ds[i]
+            for shape, color, canonical in zip(
+                item["shape_ids"].tolist(),
+                item["color_ids"].tolist(),
+                item["canonical"].tolist(),
+                strict=True,
+            ):
+                if shape < 0:
+                    continue
+                assert canonical == (color == own.get(shape))
+                if shape in own:
+                    flags.append(canonical)
+        assert abs(np.mean(flags) - 0.8) < 4 * math.sqrt(0.16 / len(flags))
+        never = CapShapes(length=100, seed=2, canonical_prob=0.0)
+        assert not any(never[i]["canonical"].any() for i in range(100))
+
+    def test_captions_match_objects(self, dataset):
+        for i in range(300):
+            item = dataset[i]
+            real = item["color_ids"] >= 0
+            said = item["color_ids"][real & item["mentioned"]].tolist()
+            words = Counter(c for _, _, c in find_color_words(item["caption"]))
+            if item["level"] == "complete":
+                assert item["mentioned"][real].all()
+                assert words == Counter(said + [int(item["background_color_id"])])
+            elif item["level"] == "partial":
+                assert words == Counter(said) and len(said) >= 1
+                assert len(said) < int(real.sum()) or int(real.sum()) == 1
+            else:
+                assert not words and item["mentioned"][real].all()
+            for shape in item["shape_ids"][real & item["mentioned"]].tolist():
+                assert SHAPES[shape][:3] in item["caption"]  # "lea" of leaves
+
+    def test_level_probs(self):
+        ds = CapShapes(length=50, level_probs=(0.0, 1.0, 0.0))
+        assert {ds[i]["level"] for i in range(50)} == {"partial"}
+
+
+class TestShapes:
+    @pytest.mark.parametrize("index", range(len(SHAPES)))
+    def test_mirror_symmetric_and_sized(self, index):
+        grid = (torch.arange(201, dtype=torch.float32) - 100) / 80.0
+        v, u = torch.meshgrid(grid, grid, indexing="ij")
+        inside = capshapes._SHAPE_FUNCTIONS[index](u, v)
+        assert torch.equal(inside, inside.flip(1))
+        circle = math.pi * 80**2
+        assert 0.25 * circle < inside.sum() < 1.1 * circle
+        others = [capshapes._SHAPE_FUNCTIONS[j](u, v) for j in range(len(SHAPES)) if j != index]
+        for other in others:
+            assert (inside ^ other).sum() > 0.1 * inside.sum()  # shapes are distinct
+
+
+class TestExport:
+    def test_folder(self, tmp_path, dataset):
+        out = export_capshapes(tmp_path / "folder", n=4, format="folder", start=2)
+        lines = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+        assert [line["index"] for line in lines] == [2, 3, 4, 5]
+        for line in lines:
+            item = dataset[line["index"]]
+            real = item["color_ids"] >= 0
+            assert line["caption"] == item["caption"] and line["level"] == item["level"]
+            assert line["color_ids"] == item["color_ids"][real].tolist()
+            assert line["shape_ids"] == item["shape_ids"][real].tolist()
+            assert line["mentioned"] == item["mentioned"][real].tolist()
+            assert line["canonical"] == item["canonical"][real].tolist()
+            image = np.asarray(Image.open(out / line["image"])).astype(np.float32) / 255
+            np.testing.assert_allclose(
+                image.transpose(2, 0, 1), item["rgb"].numpy(), atol=0.5 / 255 + 1e-6
+            )
+            masks = np.load(out / "masks" / f"{line['index']:08d}.npz")["masks"]
+            np.testing.assert_array_equal(masks, item["masks"][real].numpy())
+
+    def test_jsonl_has_no_masks(self, tmp_path):
+        out = export_capshapes(tmp_path / "j", n=2, format="jsonl")
+        assert not (out / "masks").exists()
+        assert len((out / "captions.jsonl").read_text().splitlines()) == 2
+        assert sorted(p.name for p in (out / "images").iterdir()) == [
+            "00000000.png",
+            "00000001.png",
+        ]
+
+    def test_wds(self, tmp_path, dataset):
+        out = export_capshapes(tmp_path / "w", n=5, format="wds", shard_size=2)
+        shards = sorted(out.glob("*.tar"))
+        assert [p.name for p in shards] == [f"capshapes-{k:06d}.tar" for k in range(3)]
+        with tarfile.open(shards[1]) as tar:
+            names = tar.getnames()
+            assert names == [f"{i:08d}.{ext}" for i in (2, 3) for ext in ("png", "txt", "json")]
+            caption = tar.extractfile("00000003.txt").read().decode()
+            meta = json.loads(tar.extractfile("00000003.json").read())
+        assert caption == dataset[3]["caption"] and meta["color_ids"] == [
+            c for c in dataset[3]["color_ids"].tolist() if c >= 0
+        ]
+
+    def test_unknown_format(self, tmp_path):
+        with pytest.raises(ValueError, match="parquet"):
+            export_capshapes(tmp_path, n=1, format="parquet")
