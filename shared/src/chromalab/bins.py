@@ -39,7 +39,7 @@ from chromalab.color import rgb_to_lab
 
 __all__ = ["ABBins", "SoftEncoding", "annealed_mean", "soft_cross_entropy"]
 
-_CHUNK = 1 << 14  # pixels per chunk: keeps temporaries in cache
+_CHUNK = 1 << 15  # pixels per chunk: temporaries stay small; measured best of 4k-128k
 
 
 @dataclass
