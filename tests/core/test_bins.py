@@ -195,3 +195,17 @@ class TestSoftCrossEntropy:
         enc = SoftEncoding(torch.zeros(1, 2, 3, 3, dtype=torch.long), torch.ones(1, 2, 3, 3) / 2)
         with pytest.raises(ValueError, match="spatial"):
             soft_cross_entropy(torch.zeros(1, 5, 4, 4), enc)
+
+
+def test_set_centers_and_state_dict_refresh_the_lattice_tables():
+    grid = ABBins.grid(5, 10)
+    bins = ABBins(torch.randn(25, 2) * 30)  # not a lattice
+    assert "lattice=False" in repr(bins)
+    bins.load_state_dict(grid.state_dict())
+    assert "lattice=True" in repr(bins)
+    ab = (torch.rand(1, 2, 3, 3) * 2 - 1) * 20
+    assert torch.equal(bins.encode_hard(ab), grid.encode_hard(ab))
+    bins.set_centers(grid.centers * 2)
+    assert torch.equal(bins.centers, grid.centers * 2)
+    with pytest.raises(ValueError, match=r"\(25, 2\)"):
+        bins.set_centers(torch.zeros(24, 2))

@@ -240,8 +240,28 @@ class ABBins(nn.Module):
         if not torch.isfinite(centers).all():
             raise ValueError("centers contain NaN or infinite values")
         self.register_buffer("centers", centers.detach().float().clone())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute what is derived from the centres (after they change)."""
         self._lattice_cache: dict[tuple[int, str], _LatticeIndex | None] = {}
         self._lattice_params = self._detect_lattice(self.centers)
+
+    def set_centers(self, centers: Tensor) -> None:
+        """Replace the centres in place (same ``Q``), e.g. with a released model's table."""
+        centers = torch.as_tensor(centers, dtype=torch.float32)
+        if centers.shape != self.centers.shape:
+            expected = tuple(self.centers.shape)
+            raise ValueError(f"new centers must have shape {expected}, got {tuple(centers.shape)}")
+        if not torch.isfinite(centers).all():
+            raise ValueError("centers contain NaN or infinite values")
+        with torch.no_grad():
+            self.centers.copy_(centers)
+        self._refresh()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._refresh()
 
     # ----------------------------------------------------------------------------- builders
     @classmethod

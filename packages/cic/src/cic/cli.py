@@ -1,0 +1,39 @@
+"""The ``cic`` command: LightningCLI over :class:`CICModule` and :class:`CICDataModule`.
+
+::
+
+    cic fit --config packages/cic/configs/capshapes.yaml
+    cic fit --config packages/cic/configs/capshapes.yaml --ckpt_path last      # resume
+    cic validate --config ... --ckpt_path path/to.ckpt
+    cic predict --config ... --ckpt_path path/to.ckpt
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lightning.pytorch.cli import LightningCLI
+
+from cic.datamodule import CICDataModule
+from cic.module import CICModule
+
+__all__ = ["main", "run"]
+
+
+def run(args: Sequence[str] | None = None) -> LightningCLI:
+    """Run the CLI with ``args`` (default: ``sys.argv[1:]``) and return it."""
+    return LightningCLI(
+        CICModule,
+        CICDataModule,
+        args=list(args) if args is not None else None,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``cic`` console script."""
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``chromalab colorize --model cic``: the plug-in registered in ``chromalab.models``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from chromalab.bins import ABBins
+from chromalab.models import resolve_device
+
+__all__ = ["CICColorizer", "load_colorizer"]
+
+DEFAULT_TEMPERATURE = 0.38
+
+
+class CICColorizer:
+    """A trained CIC network and its bins, decoding with the annealed mean (Eq. 8)."""
+
+    uses_captions = False
+
+    def __init__(self, network: nn.Module, bins: ABBins, temperature: float, input_size: int = 256):
+        self.network = network.eval()
+        self.bins = bins
+        self.temperature = temperature
+        self.input_size = input_size
+
+    @torch.inference_mode()
+    def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:
+        device = self.bins.centers.device
+        logits = self.network(l.to(device))
+        return self.bins.annealed_mean(logits.float(), self.temperature)
+
+
+def load_colorizer(
+    ckpt: str | None = None,
+    weights: str | None = None,
+    device: str | None = None,
+    temperature: float | None = None,
+    **_: object,
+) -> CICColorizer:
+    """Build the colorizer from a ``cic fit`` checkpoint or the authors' released weights."""
+    target = resolve_device(device)
+    if ckpt is not None:
+        from cic.module import CICModule
+
+        module = CICModule.load_from_checkpoint(ckpt, map_location=target)
+        t = module.hparams.temperature if temperature is None else temperature
+        module._require_bins()
+        return CICColorizer(module.network, module.bins, t)
+    if weights is not None:
+        from cic.weights import load_released
+
+        network, bins = load_released(weights)
+        t = DEFAULT_TEMPERATURE if temperature is None else temperature
+        return CICColorizer(network.to(target), bins.to(target), t)
+    raise ValueError("model cic needs --ckpt (a cic fit checkpoint) or --weights (released .pth)")

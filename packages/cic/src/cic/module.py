@@ -1,0 +1,296 @@
+"""``CICModule``: training and evaluation of Colorful Image Colorization (Zhang et al. 2016).
+
+* Loss: Eq. 3, multinomial cross-entropy against soft-encoded targets (k = 10, sigma = 5,
+  §3.1) weighted per pixel by the class-rebalancing weight of the target's nearest bin
+  (Eq. 5-6, lambda = 1/2, sigma = 5). ``lam=1`` turns rebalancing off (Eq. 7; Table 1 row 2).
+* Targets are computed on the device from the batch's ``ab`` at the output resolution (1/4 of
+  the input): ab is point-sampled at the centre of every 4x4 cell, then soft-encoded.
+* Decoding: annealed mean (Eq. 8) at ``temperature`` (default 0.38, the released model's).
+* Deep supervision (§3.4, optional): readouts on blocks 6 and 7 supervised at 1/8 resolution;
+  each deeper loss weighs twice the previous (block 8: 1, block 7: 1/2, block 6: 1/4).
+
+The bin centres and the rebalancing weights are buffers saved in the checkpoint, so
+``CICModule.load_from_checkpoint(path)`` rebuilds a ready model with no other file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from chromalab.bins import ABBins, soft_cross_entropy
+from chromalab.color import lab_to_rgb
+from chromalab.metrics import AuCCMF, Colorfulness
+from chromalab.rebalance import PriorAccumulator, load_prior, pixel_weights, rebalance_weights
+from cic.networks import CICNetwork
+
+__all__ = ["CICModule", "subsample_targets"]
+
+logger = logging.getLogger(__name__)
+
+_RELEASED_CLASSES = 313
+
+
+def subsample_targets(ab: Tensor, factor: int) -> Tensor:
+    """Point-sample ``ab`` ``(B, 2, H, W)`` at the centre of every ``factor x factor`` cell."""
+    offset = factor // 2
+    return ab[:, :, offset::factor, offset::factor]
+
+
+class CICModule(pl.LightningModule):
+    """Colorful Image Colorization as a LightningModule.
+
+    Args:
+        width: channel multiplier of the network (1.0 = the paper's).
+        bins: ``"gamut"`` (our in-gamut rule, :meth:`ABBins.gamut`), ``"grid"`` (25x25) or
+            ``"released"`` (the 313 bins of the authors' model; needs ``init_weights`` or a
+            checkpoint, which carry the table).
+        init_weights: weights to start from: the authors' released ``.pth`` (see
+            :mod:`cic.weights`) or a Lightning checkpoint of this module (e.g. to fine-tune
+            with ``lam=1``, Table 1 row 2). Loaded at the start of ``fit`` only; resuming with
+            ``--ckpt_path`` restores everything instead.
+        lam: rebalancing mix ``lambda`` of Eq. 6 (paper 1/2; 1 = no rebalancing).
+        sigma: Gaussian width (ab units) for soft-encoding and prior smoothing (paper 5).
+        k: soft-encoding neighbours (paper 10).
+        prior: a prior file from ``chromalab prior``; without it the prior is estimated from
+            the first ``prior_batches`` training batches (all ranks together).
+        prior_batches: batches used to estimate the prior when no file is given.
+        temperature: annealed-mean temperature for decoding (Eq. 8).
+        deep_supervision: add the auxiliary readouts of §3.4.
+        lr, betas, weight_decay: Adam settings (the release: 3e-5, (0.9, 0.99), 1e-3).
+        lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
+            ``lr_step_size`` optimizer steps.
+        channels_last: run the network in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        width: float = 1.0,
+        bins: Literal["gamut", "grid", "released"] = "gamut",
+        init_weights: str | None = None,
+        lam: float = 0.5,
+        sigma: float = 5.0,
+        k: int = 10,
+        prior: str | None = None,
+        prior_batches: int = 50,
+        temperature: float = 0.38,
+        deep_supervision: bool = False,
+        lr: float = 3e-5,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 1e-3,
+        lr_step_size: int = 200_000,
+        lr_gamma: float = 0.1,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.save_hyperparameters()
+        if bins == "gamut":
+            self.bins = ABBins.gamut()
+        elif bins == "grid":
+            self.bins = ABBins.grid(25, 10.0)
+        elif bins == "released":
+            # placeholder centres: filled from init_weights or from a checkpoint
+            self.bins = ABBins(torch.zeros(_RELEASED_CLASSES, 2))
+        else:
+            raise ValueError(f"bins must be 'gamut', 'grid' or 'released', got {bins!r}")
+        self.network = CICNetwork(self.bins.num_bins, width, deep_supervision)
+        if channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
+        self.register_buffer("weights_ready", torch.tensor(lam == 1.0))
+        self.register_buffer("bins_ready", torch.tensor(bins != "released"))
+        # evaluation metrics are model-independent: AuC CMF classes are always the gamut bins
+        self.val_cmf = AuCCMF()
+        self.val_colorfulness = Colorfulness()
+        self.test_cmf = AuCCMF()
+        self.test_colorfulness = Colorfulness()
+
+    # ------------------------------------------------------------------------- inference
+    def forward(self, l: Tensor) -> Tensor:
+        """Class scores ``(B, Q, H/4, W/4)`` for lightness ``l`` ``(B, 1, H, W)`` in [0, 100]."""
+        if self.hparams.channels_last:
+            l = l.contiguous(memory_format=torch.channels_last)
+        return self.network(l)
+
+    def colorize(self, l: Tensor, temperature: float | None = None) -> Tensor:
+        """Predicted ab ``(B, 2, H/4, W/4)`` by the annealed mean at ``temperature``."""
+        self._require_bins()
+        t = self.hparams.temperature if temperature is None else temperature
+        return self.bins.annealed_mean(self(l).float(), t)
+
+    def _require_bins(self) -> None:
+        if not bool(self.bins_ready):
+            raise RuntimeError(
+                "bins='released' needs the release's bin table: set init_weights to the "
+                "released .pth or load a checkpoint trained with it"
+            )
+
+    # ------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_weights:
+            self._load_init_weights(Path(self.hparams.init_weights))
+
+    def _load_init_weights(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"init_weights not found: {path}")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(blob, dict) and "state_dict" in blob:  # a Lightning checkpoint
+            state = {
+                k: v for k, v in blob["state_dict"].items() if k.startswith(("network.", "bins."))
+            }
+            missing, unexpected = self.load_state_dict(state, strict=False)
+            bad = [k for k in missing if k.startswith("network.")] + list(unexpected)
+            if bad:
+                raise ValueError(f"{path}: checkpoint does not fit this model: {bad[:8]}")
+        else:
+            from cic.weights import load_released
+
+            network, bins = load_released(path)
+            if bins.num_bins != self.bins.num_bins:
+                raise ValueError(
+                    f"{path}: release has {bins.num_bins} classes, this model {self.bins.num_bins}"
+                    " (use bins='released')"
+                )
+            if network.width != self.hparams.width:
+                raise ValueError(
+                    f"{path}: release has width {network.width}, model {self.hparams.width}"
+                )
+            self.network.load_state_dict(
+                network.state_dict(), strict=not self.hparams.deep_supervision
+            )
+            self.bins.set_centers(bins.centers)
+        self.bins_ready.fill_(True)
+        logger.info("initialised from %s", path)
+
+    def on_fit_start(self) -> None:
+        self._require_bins()
+        if bool(self.weights_ready):
+            return
+        if self.hparams.prior:
+            prior = load_prior(self.hparams.prior, self.bins)
+            source = self.hparams.prior
+        else:
+            prior, source = self._estimate_prior(), f"{self.hparams.prior_batches} training batches"
+        weights = rebalance_weights(prior, self.hparams.lam, self.bins, self.hparams.sigma)
+        self.class_weights.copy_(weights.float().to(self.device))
+        self.weights_ready.fill_(True)
+        logger.info("class rebalancing weights (lambda=%s) from %s", self.hparams.lam, source)
+
+    def _estimate_prior(self) -> Tensor:
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise RuntimeError("no prior file and no datamodule to estimate the prior from")
+        from chromalab.color import rgb_to_lab
+
+        acc = PriorAccumulator(self.bins)
+        for i, batch in enumerate(datamodule.train_dataloader()):
+            if i >= self.hparams.prior_batches:
+                break
+            if batch is None:
+                continue
+            ab = rgb_to_lab(batch["rgb"].to(self.device))[:, 1:]
+            acc.update(subsample_targets(ab, 4))
+        counts = acc.counts.to(self.device)
+        if self.trainer.world_size > 1:
+            counts = self.all_gather(counts).sum(0)
+        if counts.sum() == 0:
+            raise RuntimeError("could not estimate the prior: no training pixels")
+        return (counts / counts.sum()).cpu()
+
+    # ------------------------------------------------------------------------- training
+    def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
+        l, ab = batch["l"], batch["ab"]
+        if self.hparams.deep_supervision:
+            if self.hparams.channels_last:
+                l = l.contiguous(memory_format=torch.channels_last)
+            logits, aux = self.network.forward_with_aux(l)
+        else:
+            logits, aux = self(l), {}
+        loss = self._term(logits, subsample_targets(ab, 4))
+        for name, weight in (("block7", 0.5), ("block6", 0.25)):
+            if name in aux:
+                loss = loss + weight * self._term(aux[name], subsample_targets(ab, 8))
+        return loss, logits
+
+    def _term(self, logits: Tensor, ab: Tensor) -> Tensor:
+        if logits.shape[2:] != ab.shape[2:]:
+            raise ValueError(f"scores {tuple(logits.shape)} and targets {tuple(ab.shape)} differ")
+        target = self.bins.encode_soft(ab, k=self.hparams.k, sigma=self.hparams.sigma)
+        v = pixel_weights(self.class_weights, target.nearest)
+        return soft_cross_entropy(logits, target, v)
+
+    def training_step(self, batch: dict | None, batch_idx: int) -> Tensor | None:
+        if batch is None:  # every sample of the batch was unreadable
+            return None
+        loss, _ = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str, cmf: AuCCMF, colorfulness: Colorfulness) -> None:
+        loss, logits = self._loss(batch)
+        ab_small = self.bins.annealed_mean(logits.float(), self.hparams.temperature)
+        ab = F.interpolate(
+            ab_small, size=batch["ab"].shape[2:], mode="bilinear", align_corners=False
+        )
+        cmf.update(ab, batch["ab"])
+        rgb = lab_to_rgb(torch.cat([batch["l"], ab], dim=1))
+        colorfulness.update(rgb, batch["rgb"])
+        size = batch["l"].shape[0]
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size)
+
+    def _log_metrics(self, stage: str, cmf: AuCCMF, colorfulness: Colorfulness) -> None:
+        out = cmf.compute()
+        self.log(f"{stage}/auc_cmf", out["auc_cmf"], prog_bar=True)
+        self.log(f"{stage}/auc_cmf_rebalanced", out["auc_cmf_rebalanced"], prog_bar=True)
+        for key, value in colorfulness.compute().items():
+            self.log(f"{stage}/{key}", value)
+        cmf.reset()
+        colorfulness.reset()
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._evaluate(batch, "val", self.val_cmf, self.val_colorfulness)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_colorfulness.count > 0 or self.trainer.world_size > 1:
+            self._log_metrics("val", self.val_cmf, self.val_colorfulness)
+
+    def test_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._evaluate(batch, "test", self.test_cmf, self.test_colorfulness)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_cmf, self.test_colorfulness)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        """Colorized RGB at the input resolution (ab upsampled, joined with the input L)."""
+        ab_small = self.colorize(batch["l"])
+        ab = F.interpolate(
+            ab_small, size=batch["l"].shape[2:], mode="bilinear", align_corners=False
+        )
+        return {"rgb": lab_to_rgb(torch.cat([batch["l"], ab], dim=1)), "ab": ab}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(
+            self.network.parameters(),
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            weight_decay=self.hparams.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=self.hparams.lr_step_size, gamma=self.hparams.lr_gamma
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

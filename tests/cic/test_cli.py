@@ -1,0 +1,259 @@
+"""The cic package through its real entry points: the LightningCLI and `chromalab colorize`."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from chromalab import cli as chromalab_cli
+from cic.cli import run
+from cic.module import CICModule, subsample_targets
+
+CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "cic" / "configs"
+TINY = str(CONFIGS / "tiny.yaml")
+
+
+def fit_tiny(root: Path, *extra: str) -> Path:
+    run(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *extra])
+    ckpts = sorted((root / "checkpoints").glob("*.ckpt"))
+    assert ckpts, f"no checkpoint written under {root}"
+    return ckpts[-1]
+
+
+def read_metrics(root: Path) -> dict[str, float]:
+    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    out = {}
+    for row in rows:
+        out.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return out
+
+
+def test_fast_dev_run():
+    run(["fit", "--config", TINY, "--trainer.fast_dev_run", "true"])
+
+
+def test_fit_validate_test_predict(tmp_path):
+    ckpt = fit_tiny(tmp_path)
+    for sub in ("validate", "test"):
+        run(
+            [
+                sub,
+                "--config",
+                TINY,
+                "--ckpt_path",
+                str(ckpt),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
+    cli = run(
+        [
+            "predict",
+            "--config",
+            TINY,
+            "--ckpt_path",
+            str(ckpt),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
+    predictions = cli.trainer.predict_loop.predictions
+    assert predictions and predictions[0]["rgb"].shape == (4, 3, 32, 32)
+    assert predictions[0]["rgb"].min() >= 0 and predictions[0]["rgb"].max() <= 1
+
+
+def test_checkpoint_rebuilds_without_arguments(tmp_path):
+    ckpt = fit_tiny(tmp_path, "--model.lam", "0.5")
+    module = CICModule.load_from_checkpoint(ckpt)
+    assert module.hparams.width == 0.125
+    # the rebalancing weights estimated at fit start travel in the checkpoint
+    assert bool(module.weights_ready) and module.class_weights.std() > 0
+    l = torch.rand(1, 1, 32, 32) * 100
+    ab = module.colorize(l)
+    assert ab.shape == (1, 2, 8, 8) and torch.isfinite(ab).all()
+
+
+def test_no_rebalancing_uses_unit_weights(tmp_path):
+    ckpt = fit_tiny(tmp_path, "--model.lam", "1.0")
+    module = CICModule.load_from_checkpoint(ckpt)
+    assert torch.equal(module.class_weights, torch.ones_like(module.class_weights))
+
+
+def test_deep_supervision_and_prior_file(tmp_path):
+    prior = tmp_path / "prior.pt"
+    assert (
+        chromalab_cli.main(
+            [
+                "prior",
+                "--data",
+                "capshapes",
+                "--limit",
+                "8",
+                "--image-size",
+                "32",
+                "-o",
+                str(prior),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    fit_tiny(tmp_path, "--model.deep_supervision", "true", "--model.prior", str(prior))
+
+
+def test_subsample_targets_takes_cell_centres():
+    ab = torch.arange(2 * 8 * 8, dtype=torch.float32).view(1, 2, 8, 8)
+    out = subsample_targets(ab, 4)
+    assert out.shape == (1, 2, 2, 2)
+    assert torch.equal(out[0, 0], ab[0, 0, 2::4, 2::4])
+
+
+def test_init_from_released_weights(tmp_path):
+    from tests.cic.test_networks_weights import release_like_model
+
+    path = tmp_path / "release.pth"
+    torch.save(release_like_model(width=0.125).state_dict(), path)
+    ckpt = fit_tiny(tmp_path, "--model.bins", "released", "--model.init_weights", str(path))
+    module = CICModule.load_from_checkpoint(ckpt)
+    expected = release_like_model().model_out.weight[:, :, 0, 0].T * 110
+    assert torch.allclose(module.bins.centers, expected, atol=1e-4)
+
+
+def test_released_bins_without_weights_fail_clearly(tmp_path):
+    with pytest.raises(RuntimeError, match="init_weights"):
+        fit_tiny(tmp_path, "--model.bins", "released")
+
+
+def test_colorize_command_with_checkpoint(tmp_path, capsys):
+    ckpt = fit_tiny(tmp_path)
+    image = tmp_path / "in" / "photo.png"
+    image.parent.mkdir()
+    Image.new("RGB", (45, 30), (120, 80, 40)).save(image)
+    code = chromalab_cli.main(
+        [
+            "colorize",
+            str(image.parent),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            "cic",
+            "--ckpt",
+            str(ckpt),
+            "--size",
+            "32",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert Image.open(tmp_path / "out" / "photo.png").size == (45, 30)
+
+
+def _cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cic.cli", *args]
+
+
+def test_ddp_two_processes_sync_metrics(tmp_path):
+    ckpt = fit_tiny(tmp_path / "train")
+    common = [
+        "validate",
+        "--config",
+        TINY,
+        "--ckpt_path",
+        str(ckpt),
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    ]
+    single = tmp_path / "single"
+    run([*common, f"--trainer.logger.save_dir={single}", f"--trainer.default_root_dir={single}"])
+    ddp = tmp_path / "ddp"
+    proc = subprocess.run(
+        _cli_command(
+            *common,
+            f"--trainer.logger.save_dir={ddp}",
+            f"--trainer.default_root_dir={ddp}",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.accelerator=cpu",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
+    one, two = read_metrics(single), read_metrics(ddp)
+    # the two ranks saw disjoint halves of the validation set; synced metrics equal the total
+    for key in ("val/auc_cmf", "val/auc_cmf_rebalanced", "val/colorfulness"):
+        assert two[key] == pytest.approx(one[key], abs=1e-5), key
+
+
+def test_resume_after_kill(tmp_path):
+    config = tmp_path / "resume.yaml"
+    ckpt_dir = tmp_path / "ckpts"
+    config.write_text(
+        "trainer:\n"
+        "  max_steps: 10000\n"
+        "  callbacks:\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args:\n"
+        f"        dirpath: {ckpt_dir}\n"
+        "        save_last: true\n"
+        "        every_n_train_steps: 1\n"
+    )
+    args = [
+        "fit",
+        "--config",
+        TINY,
+        "--config",
+        str(config),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.capshapes_train_length",
+        "100000",
+    ]
+    proc = subprocess.Popen(
+        _cli_command(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    last = ckpt_dir / "last.ckpt"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if last.exists():
+                try:
+                    step = torch.load(last, weights_only=False)["global_step"]
+                except Exception:  # being written
+                    step = 0
+                if step >= 4:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training never reached step 4")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = torch.load(last, weights_only=False)["global_step"]
+    target = killed_at + 3
+    result = subprocess.run(
+        _cli_command(*args, "--ckpt_path", "last", "--trainer.max_steps", str(target)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in result.stderr + result.stdout
+    final = torch.load(last, weights_only=False)
+    assert final["global_step"] == target  # counted on from the killed run
+    assert final["lr_schedulers"][0]["last_epoch"] == target  # the scheduler kept stepping
+    adam = final["optimizer_states"][0]["state"]
+    assert adam and all(int(s["step"]) == target for s in adam.values())
