@@ -1,5 +1,6 @@
 # chromalab: one virtualenv (.venv) with the core and every paper package, editable.
 #   make install    create .venv and install (idempotent: re-runs only when a pyproject changes)
+#   make demo       install + train on the built-in data (bounded, reused) -> outputs/demo/index.html
 #   make test       install + the fast test-suite (CPU, no network)
 #   make test-slow  the slow tests (real training runs, large inputs)
 #   make bench      every benchmarks/*.py -> benchmarks/results/
@@ -12,7 +13,7 @@ PACKAGES := $(sort $(dir $(wildcard packages/*/pyproject.toml)))
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow bench lint format clean
+.PHONY: install demo test test-slow bench lint format clean
 
 install: $(STAMP)
 
@@ -22,6 +23,12 @@ $(STAMP): constraints.txt shared/pyproject.toml $(addsuffix pyproject.toml,$(PAC
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e "./shared[photos,test]" \
 		$(foreach p,$(PACKAGES),-e ./$(p))
 	@touch $@
+
+demo: install
+	@set -e; for demo in packages/*/src/*/demo.py; do \
+		module=$$(basename $$(dirname $$demo)).demo; \
+		echo "== $$module"; $(BIN)/python -m $$module; done
+	@echo "open outputs/demo/index.html"
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)

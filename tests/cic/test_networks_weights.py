@@ -120,3 +120,19 @@ def test_load_released_errors(tmp_path):
     torch.save(state, tmp_path / "c.pth")
     with pytest.raises(ValueError, match="model_out.weight"):
         load_released(tmp_path / "c.pth")
+
+
+def test_hook_and_condition_channels():
+    net = CICNetwork(num_classes=25, width=0.125, condition_channels=3)
+    seen = []
+
+    def concat(i, x):
+        seen.append(i)
+        return torch.cat([x, torch.ones(x.shape[0], 3, *x.shape[2:])], 1)
+
+    assert net(torch.rand(2, 1, 32, 32) * 100, concat).shape == (2, 25, 8, 8)
+    assert seen == list(range(8))
+    plain = CICNetwork(num_classes=25, width=0.125)
+    calls = []
+    out = plain(torch.rand(1, 1, 32, 32) * 100, lambda i, x: calls.append(i) or x)
+    assert out.shape == (1, 25, 8, 8) and calls == list(range(8))

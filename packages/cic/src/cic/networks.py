@@ -26,11 +26,16 @@ Module layout mirrors the authors' released PyTorch model (``model1`` ... ``mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from chromalab.color import normalize_l
 
-__all__ = ["CICNetwork"]
+__all__ = ["BlockHook", "CICNetwork"]
+
+#: ``hook(block_index, output) -> output``: applied to each block's output (0-based index).
+BlockHook = Callable[[int, Tensor], Tensor]
 
 # (output channels, number of convs, stride of the last conv, dilation)
 _BLOCKS: tuple[tuple[int, int, int, int], ...] = (
@@ -77,6 +82,9 @@ class CICNetwork(nn.Module):
             CPU tests and demos fast.
         deep_supervision: add the 1x1 readouts of §3.4 on blocks 6 and 7 (block 8's readout is
             the main one).
+        condition_channels: extra input channels of blocks 2-8 and of the readout, for
+            conditioning that concatenates a vector to every block's output (the CONCAT model
+            of Manjunatha et al. 2018, Eq. 1). 0 for plain CIC.
 
     Shapes:
         input ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (normalized inside with
@@ -84,7 +92,13 @@ class CICNetwork(nn.Module):
         ``W`` must be multiples of 8.
     """
 
-    def __init__(self, num_classes: int = 313, width: float = 1.0, deep_supervision: bool = False):
+    def __init__(
+        self,
+        num_classes: int = 313,
+        width: float = 1.0,
+        deep_supervision: bool = False,
+        condition_channels: int = 0,
+    ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -93,12 +107,14 @@ class CICNetwork(nn.Module):
         self.num_classes = num_classes
         self.width = width
         self.deep_supervision = deep_supervision
+        self.condition_channels = condition_channels
+        extra = condition_channels
         blocks = []
         c_in = 1
         for channels, convs, stride, dilation in _BLOCKS:
             c_out = _scaled(channels, width)
             blocks.append(_conv_block(c_in, c_out, convs, stride, dilation))
-            c_in = c_out
+            c_in = c_out + extra
         c8 = _scaled(256, width)
         blocks.append(
             nn.Sequential(
@@ -111,9 +127,9 @@ class CICNetwork(nn.Module):
             )
         )
         self.blocks = nn.ModuleList(blocks)
-        self.readout = nn.Conv2d(c8, num_classes, kernel_size=1)
+        self.readout = nn.Conv2d(c8 + extra, num_classes, kernel_size=1)
         if deep_supervision:
-            c7 = _scaled(512, width)
+            c7 = _scaled(512, width) + extra
             self.aux_readouts = nn.ModuleDict(
                 {
                     "block6": nn.Conv2d(c7, num_classes, kernel_size=1),
@@ -132,23 +148,31 @@ class CICNetwork(nn.Module):
         if l.shape[2] % 8 or l.shape[3] % 8:
             raise ValueError(f"H and W must be multiples of 8, got {tuple(l.shape[2:])}")
 
-    def features(self, l: Tensor) -> list[Tensor]:
-        """Outputs of the 8 blocks for lightness ``l`` (L in ``[0, 100]``)."""
+    def features(self, l: Tensor, hook: BlockHook | None = None) -> list[Tensor]:
+        """Outputs of the 8 blocks for lightness ``l`` (L in ``[0, 100]``).
+
+        ``hook(i, x)``, when given, transforms block ``i``'s output (0-based) before it feeds
+        the next block: the attachment point of FiLM and CONCAT conditioning.
+        """
         self._check_input(l)
         x = normalize_l(l)
         outputs = []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)
+            if hook is not None:
+                x = hook(i, x)
             outputs.append(x)
         return outputs
 
-    def forward(self, l: Tensor) -> Tensor:
+    def forward(self, l: Tensor, hook: BlockHook | None = None) -> Tensor:
         """Class scores ``(B, Q, H/4, W/4)`` (unnormalized logits)."""
-        return self.readout(self.features(l)[-1])
+        return self.readout(self.features(l, hook)[-1])
 
-    def forward_with_aux(self, l: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_with_aux(
+        self, l: Tensor, hook: BlockHook | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Main scores plus the deep-supervision scores of blocks 6 and 7 (1/8 resolution)."""
-        feats = self.features(l)
+        feats = self.features(l, hook)
         aux = {}
         if self.deep_supervision:
             aux = {

@@ -1,0 +1,62 @@
+import os
+from pathlib import Path
+
+import torch
+
+from chromalab.color import rgb_to_l_ab
+from cic import demo
+from cic.evaluate import evaluate, gray_predictor, random_predictor
+from cic.experiments import CONFIGS, ensure_trained, trained_steps
+
+TINY = CONFIGS / "tiny.yaml"
+
+
+def _batch(n=4, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(n, 3, size, size, generator=g)
+    l, ab = rgb_to_l_ab(rgb)
+    return {"rgb": rgb, "l": l, "ab": ab}
+
+
+def test_gray_and_random_baselines():
+    batch = _batch()
+    assert torch.equal(gray_predictor(batch), torch.zeros_like(batch["ab"]))
+    pool = _batch(seed=1)["ab"]
+    out = random_predictor(pool, seed=0)(batch)
+    # every prediction is one of the pool's ab maps
+    assert all(any(torch.equal(o, p) for p in pool) for o in out)
+    gray = evaluate(gray_predictor, [batch])
+    assert gray["colorfulness"] < 0.05 and gray["images"] == 4  # 0-255 scale
+    perfect = evaluate(lambda b: b["ab"], [batch])
+    assert perfect["auc_cmf"] == 100.0 and perfect["auc_cmf"] > gray["auc_cmf"]
+
+
+def test_ensure_trained_reuses_and_resumes(tmp_path):
+    ckpt = ensure_trained(tmp_path / "run", 2, config=TINY, progress=False)
+    assert trained_steps(ckpt) == 2
+    stamp = os.stat(ckpt).st_mtime_ns
+    assert ensure_trained(tmp_path / "run", 2, config=TINY, progress=False) == ckpt
+    assert os.stat(ckpt).st_mtime_ns == stamp  # reused, not retrained
+    ensure_trained(tmp_path / "run", 3, config=TINY, progress=False)
+    assert trained_steps(ckpt) == 3  # resumed to the new budget
+
+
+def test_demo_writes_the_report(tmp_path):
+    index = demo.main(
+        [
+            "--out",
+            str(tmp_path / "demo"),
+            "--steps",
+            "2",
+            "--config",
+            str(TINY),
+            "--photo-size",
+            "64",
+            "--scenes",
+            "16",
+        ]
+    )
+    html = Path(index).read_text()
+    assert "cic — Colorful Image Colorization" in html and "Gray" in html
+    assert (tmp_path / "demo" / "assets" / "cic" / "capshapes.png").is_file()
+    assert (tmp_path / "demo" / "assets" / "cic" / "photos.png").is_file()
