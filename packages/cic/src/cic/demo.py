@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> Path:
             "Rows: grey input, colorization (annealed mean, T=0.38), ground truth.</p>",
             report.figure(scene_grid, "CapShapes validation scenes"),
             f"<p>Metrics on {args.scenes} CapShapes validation scenes (AuC CMF in %, §4.1; "
-            "colorfulness of Hasler &amp; Süsstrunk). By construction an object's colour is unpredictable "
-            "from grey except for the canonical shapes, so the mean of the predicted "
+            "colorfulness of Hasler &amp; Süsstrunk). By construction an object's colour is "
+            "unpredictable from grey except for the canonical shapes, so the mean of the predicted "
             "distribution is desaturated while its mode is vivid.</p>",
             metrics_table(rows),
             report.figure(
