@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import machine_description, markdown_table, write_results
+from _common import REPO, machine_description, markdown_table, write_results
 from torch.utils.data import DataLoader
 
 from chromalab.color import rgb_to_l_ab
@@ -73,7 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600, help="training steps of Ours")
     parser.add_argument("--finetune-steps", type=int, default=200, help="λ=1 fine-tuning steps")
-    parser.add_argument("--runs", default="outputs/demo", help="where trained runs live")
+    parser.add_argument(
+        "--runs", default=str(REPO / "outputs" / "demo"), help="where trained runs live"
+    )
     parser.add_argument("--imagenet", default=None, help="ImageNet validation folder")
     parser.add_argument("--limit", type=int, default=None, help="at most this many ImageNet images")
     parser.add_argument("--vgg-weights", default=None, help="local vgg16-397923af.pth")

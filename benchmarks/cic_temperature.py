@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import RESULTS, machine_description, markdown_table, write_results
+from _common import REPO, RESULTS, machine_description, markdown_table, write_results
 from torch.utils.data import DataLoader
 
 from chromalab.color import lab_to_rgb, rgb_to_l_ab
@@ -30,7 +30,7 @@ TEMPERATURES = (1.0, 1 / 2, 1 / 4, 0.38, 1 / 6, 1 / 8, 1 / 12, 0.0)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--runs", default="outputs/demo")
+    parser.add_argument("--runs", default=str(REPO / "outputs" / "demo"))
     args = parser.parse_args()
     ckpt = ensure_trained(Path(args.runs) / "cic", args.steps, progress=False)
     module = CICModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
