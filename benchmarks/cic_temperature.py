@@ -24,7 +24,7 @@ from cic.evaluate import evaluate, model_predictor
 from cic.experiments import ensure_trained
 from cic.module import CICModule
 
-TEMPERATURES = (1.0, 1 / 2, 1 / 4, 0.38, 1 / 6, 1 / 8, 1 / 12, 0.0)
+TEMPERATURES = (1.0, 1 / 2, 0.38, 1 / 4, 1 / 6, 1 / 8, 1 / 12, 0.0)
 
 
 def main() -> None:
