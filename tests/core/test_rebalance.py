@@ -6,6 +6,7 @@ from chromalab.bins import ABBins
 from chromalab.rebalance import (
     PriorAccumulator,
     empirical_prior,
+    estimate_prior,
     load_prior,
     pixel_weights,
     rebalance_weights,
@@ -98,3 +99,18 @@ def test_save_load_round_trip(bins, tmp_path):
     assert torch.equal(load_prior(tmp_path / "prior.npy", bins), prior)
     with pytest.raises(FileNotFoundError):
         load_prior(tmp_path / "missing.pt")
+
+
+def test_estimate_prior_from_batches(bins):
+    from chromalab.color import rgb_to_lab
+
+    rgb = torch.rand(6, 3, 8, 8)
+    batches = [{"rgb": rgb[:3]}, None, {"rgb": rgb[3:]}, {"rgb": torch.rand(2, 3, 8, 8)}]
+    half = lambda ab: ab[:, :, ::2, ::2]  # noqa: E731
+    got = estimate_prior(batches, bins, max_batches=3, to_targets=half)  # 3rd batch not read
+    expected = empirical_prior([half(rgb_to_lab(rgb)[:, 1:])], bins)
+    assert torch.allclose(got, expected)
+    doubled = estimate_prior(batches, bins, 3, half, reduce=lambda c: 2 * c)
+    assert torch.allclose(doubled, expected)  # a reduction that scales counts keeps p
+    with pytest.raises(ValueError, match="no readable"):
+        estimate_prior([None], bins, 1)

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from chromalab.bins import ABBins
 __all__ = [
     "PriorAccumulator",
     "empirical_prior",
+    "estimate_prior",
     "load_prior",
     "pixel_weights",
     "rebalance_weights",
@@ -78,6 +79,50 @@ def empirical_prior(ab_batches: Iterable[Tensor], bins: ABBins) -> Tensor:
     for ab in ab_batches:
         acc.update(ab)
     return acc.prior
+
+
+def estimate_prior(
+    batches: Iterable[dict | None],
+    bins: ABBins,
+    max_batches: int,
+    to_targets: Callable[[Tensor], Tensor] | None = None,
+    device: torch.device | str | None = None,
+    reduce: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Prior ``p`` from the first ``max_batches`` batches of a loader (dicts with ``rgb``).
+
+    The paper estimates ``p`` over all of ImageNet (``chromalab prior`` does that offline);
+    this is the in-training fallback when no prior file is given.
+
+    Args:
+        batches: e.g. a training DataLoader; ``None`` batches (all samples bad) are skipped.
+        bins: the bin table.
+        max_batches: how many batches to read.
+        to_targets: maps full-resolution ab ``(B, 2, H, W)`` to the grid the loss sees (e.g.
+            point-sampling at the network's output resolution); identity by default.
+        device: where to convert colours (the model's device).
+        reduce: combines the counts of all processes, e.g. ``lambda c: all_gather(c).sum(0)``
+            under DDP, so that every rank gets the same prior.
+
+    Returns:
+        ``(Q,)`` float64 distribution on the CPU.
+    """
+    from chromalab.color import rgb_to_lab
+
+    acc = PriorAccumulator(bins)
+    for i, batch in enumerate(batches):
+        if i >= max_batches:
+            break
+        if batch is None or "rgb" not in batch:
+            continue
+        ab = rgb_to_lab(batch["rgb"].to(device))[:, 1:]
+        acc.update(to_targets(ab) if to_targets is not None else ab)
+    counts = acc.counts.to(device)
+    if reduce is not None:
+        counts = reduce(counts)
+    if counts.sum() <= 0:
+        raise ValueError("could not estimate the prior: no readable training pixels")
+    return (counts / counts.sum()).double().cpu()
 
 
 def smooth_prior(prior: Tensor, bins: ABBins, sigma: float = 5.0) -> Tensor:

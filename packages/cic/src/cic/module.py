@@ -16,6 +16,7 @@ The bin centres and the rebalancing weights are buffers saved in the checkpoint,
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +28,7 @@ from torch import Tensor
 from chromalab.bins import ABBins, soft_cross_entropy
 from chromalab.color import lab_to_rgb
 from chromalab.metrics import AuCCMF, Colorfulness
-from chromalab.rebalance import PriorAccumulator, load_prior, pixel_weights, rebalance_weights
+from chromalab.rebalance import estimate_prior, load_prior, pixel_weights, rebalance_weights
 from cic.networks import CICNetwork
 
 __all__ = ["CICModule", "subsample_targets"]
@@ -193,22 +194,15 @@ class CICModule(pl.LightningModule):
         datamodule = self.trainer.datamodule
         if datamodule is None:
             raise RuntimeError("no prior file and no datamodule to estimate the prior from")
-        from chromalab.color import rgb_to_lab
-
-        acc = PriorAccumulator(self.bins)
-        for i, batch in enumerate(datamodule.train_dataloader()):
-            if i >= self.hparams.prior_batches:
-                break
-            if batch is None:
-                continue
-            ab = rgb_to_lab(batch["rgb"].to(self.device))[:, 1:]
-            acc.update(subsample_targets(ab, 4))
-        counts = acc.counts.to(self.device)
-        if self.trainer.world_size > 1:
-            counts = self.all_gather(counts).sum(0)
-        if counts.sum() == 0:
-            raise RuntimeError("could not estimate the prior: no training pixels")
-        return (counts / counts.sum()).cpu()
+        multi = self.trainer.world_size > 1
+        return estimate_prior(
+            datamodule.train_dataloader(),
+            self.bins,
+            self.hparams.prior_batches,
+            to_targets=partial(subsample_targets, factor=4),
+            device=self.device,
+            reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
+        )
 
     # ------------------------------------------------------------------------- training
     def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
