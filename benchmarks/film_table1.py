@@ -1,0 +1,162 @@
+"""Table 1 of Manjunatha et al. (NAACL 2018), "Learning to Color from Language", on CapShapes.
+
+Rows FCNN / CONCAT / FILM. Each model is trained with the real ``film-color fit`` entry point on
+CapShapes scenes (``packages/film_color/configs/capshapes.yaml``, ``--model.conditioning none |
+concat | film``) for a bounded number of steps on this CPU, or reused from
+``outputs/film_color-bench/<model>/checkpoints/last.ckpt`` when that run already has them, and
+evaluated on CapShapes validation scenes (seed 1, never seen in training):
+
+* ``acc@1`` / ``acc@5``: top-k accuracy in the quantized ab space (625 classes) at the
+  network's output resolution (16x16 for 64x64 scenes; the paper: 56x56, footnote 2);
+* ``caption consistency``: fraction of caption-coloured objects whose colorized mean ab is
+  nearest to their caption colour (8 candidate colours, chance 1/8);
+* ``manipulation accuracy``: the colour words of every caption are swapped for other colours,
+  the scene is colorized again, and objects are scored against the NEW colours: the automated
+  counterpart of the paper's human "caption manipulation" study (the FCNN cannot follow);
+* parameters of each network, training steps and wall time.
+
+The paper's own numbers (MSCOCO val, Table 1) are quoted beside ours and labelled as such; they
+are not comparable in value (other data, other resolution, humans instead of an automatic
+manipulation score). With ``--coco-val captions_val2014.json --coco-ckpt none=A concat=B film=C``
+(checkpoints trained with ``configs/paper.yaml``) acc@1/acc@5 on MSCOCO val are added.
+
+Results: ``benchmarks/results/film_table1.{csv,md}``.
+
+    python benchmarks/film_table1.py [--steps N] [--retrain] [--scenes 512] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from _common import machine_description, markdown_table, write_results
+
+from film_color.datamodule import FilmColorDataModule
+from film_color.demo import train_or_reuse, validate
+from film_color.module import FilmColorModule
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "outputs" / "film_color-bench"
+MODELS = {"FCNN": "none", "CONCAT": "concat", "FILM": "film"}
+#: Table 1 of the paper (MSCOCO val; manipulation: humans choosing among three outputs).
+PAPER = {
+    "FCNN": {"acc@1": 15.4, "acc@5": 45.8, "manip": None},
+    "CONCAT": {"acc@1": 17.9, "acc@5": 50.3, "manip": 77.4},
+    "FILM": {"acc@1": 23.7, "acc@5": 60.5, "manip": 81.2},
+}
+
+
+def parameters(ckpt: Path) -> int:
+    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu")
+    return sum(p.numel() for p in module.network.parameters())
+
+
+def coco_accuracy(ckpt: str, captions: str, image_root: str | None, limit: int) -> dict:
+    """acc@1 / acc@5 of a COCO-trained checkpoint on the MSCOCO validation captions."""
+    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu")
+    data = FilmColorDataModule(
+        source="captions", val_path=captions, image_root=image_root, eval_batch_size=16
+    )
+    trainer = pl.Trainer(
+        accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+        limit_val_batches=limit, enable_progress_bar=False,
+    )  # fmt: skip
+    (metrics,) = trainer.validate(module, datamodule=data, verbose=False)
+    return {k: float(metrics[f"val/{k}"]) for k in ("acc@1", "acc@5")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fcnn-steps", type=int, default=4000, help="FCNN training steps")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="CONCAT / FILM steps (config's max_steps)"
+    )
+    parser.add_argument("--retrain", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument("--scenes", type=int, default=512, help="validation scenes")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--coco-val", default=None, help="MSCOCO captions_val2014.json")
+    parser.add_argument("--coco-image-root", default=None, help="folder of the val images")
+    parser.add_argument("--coco-batches", type=int, default=200, help="val batches of 16")
+    parser.add_argument(
+        "--coco-ckpt", nargs="*", default=[], help="none=PATH concat=PATH film=PATH"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    coco_ckpts = dict(item.split("=", 1) for item in args.coco_ckpt)
+
+    rows, budget = [], []
+    runs = {"none": train_or_reuse(RUNS / "fcnn", "none", args.fcnn_steps, args.retrain)}
+    fcnn_ckpt, fcnn_seconds = runs["none"]
+    for conditioning in ("concat", "film"):
+        init = ["--model.init_from", str(fcnn_ckpt)]
+        runs[conditioning] = train_or_reuse(
+            RUNS / conditioning, conditioning, args.steps, args.retrain, init
+        )
+    for name, conditioning in MODELS.items():
+        ckpt, seconds = runs[conditioning]
+        steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+        start = time.perf_counter()
+        metrics = validate(ckpt, args.scenes)
+        eval_seconds = time.perf_counter() - start
+        paper = PAPER[name]
+        row = {
+            "model": name,
+            "acc@1 (%)": 100 * metrics["acc@1"],
+            "acc@5 (%)": 100 * metrics["acc@5"],
+            "caption consistency (%)": 100 * metrics["caption_consistency"],
+            "manipulation accuracy (%)": 100 * metrics["manipulation_accuracy"],
+            "parameters": parameters(ckpt),
+            "train steps": steps,
+            "train time (s)": float("nan") if seconds is None else seconds,
+            "paper acc@1 (%)": paper["acc@1"],
+            "paper acc@5 (%)": paper["acc@5"],
+            "paper manip. humans (%)": paper["manip"] if paper["manip"] is not None else "N/A",
+        }
+        if args.coco_val:
+            coco = (
+                coco_accuracy(coco_ckpts[conditioning], args.coco_val, args.coco_image_root,
+                              args.coco_batches)
+                if conditioning in coco_ckpts else {"acc@1": float("nan"), "acc@5": float("nan")}
+            )  # fmt: skip
+            row["COCO val acc@1 (%)"] = 100 * coco["acc@1"]
+            row["COCO val acc@5 (%)"] = 100 * coco["acc@5"]
+        rows.append(row)
+        extra = "" if conditioning == "none" else " after the FCNN's"
+        budget.append(f"{name}: {steps} steps, {row['train time (s)']:.0f} s{extra}")
+        print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'model'})}")
+        print(f"  (validation took {eval_seconds:.0f} s)")
+
+    md = [
+        "# Table 1 on CapShapes: FCNN vs CONCAT vs FILM",
+        "",
+        f"Machine: {machine_description()}.",
+        "",
+        "Training: `film-color fit --config packages/film_color/configs/capshapes.yaml "
+        "--model.conditioning none|concat|film` (CapShapes 64x64 scenes, generated on the fly, "
+        "never repeated; batch 32). Budget per model, wall time on this (shared) CPU: "
+        + "; ".join(budget)
+        + ".",
+        "",
+        f"Evaluation: {args.scenes} CapShapes validation scenes (seed 1). acc@k over the 625 "
+        "ab classes at the 16x16 output; caption consistency and manipulation accuracy over "
+        "8 candidate colours (chance 12.5%). Manipulation: every colour word of the caption "
+        "swapped for another colour, objects scored against the new colour.",
+        "",
+        markdown_table(rows),
+        "The `paper` columns quote Table 1 of Manjunatha et al. (2018) as published: MSCOCO "
+        "val, 56x56 outputs, and a human study for manipulation (workers picking, among three "
+        "outputs, the one that matches a caption). They are quoted for reference, not measured "
+        "here, and are not directly comparable with the CapShapes numbers.",
+        "",
+    ]
+    csv_path, md_path = write_results("film_table1", rows, "\n".join(md))
+    print(f"wrote {csv_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

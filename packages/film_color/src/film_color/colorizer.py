@@ -1,0 +1,66 @@
+"""``chromalab colorize --model film_color``: the plug-in registered in ``chromalab.models``.
+
+::
+
+    chromalab colorize --model film_color --ckpt model.ckpt --caption "a red car" photos/ -o out/
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from chromalab.models import resolve_device
+
+__all__ = ["DEFAULT_INPUT_SIZE", "FilmColorizer", "load_colorizer"]
+
+#: Network input side when a checkpoint does not record its training size (the paper's 224).
+DEFAULT_INPUT_SIZE = 224
+
+
+class FilmColorizer:
+    """A trained :class:`~film_color.module.FilmColorModule`, decoding with the annealed mean.
+
+    Args:
+        module: the trained module (put in eval mode).
+        temperature: annealed-mean temperature.
+        input_size: side of the square L image fed to the network.
+    """
+
+    def __init__(self, module, temperature: float, input_size: int = DEFAULT_INPUT_SIZE):
+        self.module = module.eval()
+        self.temperature = temperature
+        self.input_size = input_size
+        self.uses_captions = bool(module.uses_captions)
+
+    @torch.inference_mode()
+    def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:
+        """ab ``(B, 2, S/4, S/4)`` for ``l`` ``(B, 1, S, S)``; one caption is used for all."""
+        if self.uses_captions:
+            if not captions:
+                raise ValueError(
+                    f"model film_color ({self.module.hparams.conditioning}) colorizes from a "
+                    "caption: pass --caption"
+                )
+            if len(captions) == 1:
+                captions = captions * l.shape[0]
+        l = l.to(self.module.device)
+        return self.module.colorize(l, captions, self.temperature)
+
+
+def load_colorizer(
+    ckpt: str | None = None,
+    weights: str | None = None,
+    device: str | None = None,
+    temperature: float | None = None,
+    **_: object,
+) -> FilmColorizer:
+    """Build the colorizer from a ``film-color fit`` checkpoint."""
+    if ckpt is None:
+        extra = " (there are no released film_color weights)" if weights is not None else ""
+        raise ValueError(f"model film_color needs --ckpt (a film-color fit checkpoint){extra}")
+    from film_color.module import FilmColorModule
+
+    module = FilmColorModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
+    t = module.hparams.temperature if temperature is None else temperature
+    return FilmColorizer(module, t, module.input_size or DEFAULT_INPUT_SIZE)

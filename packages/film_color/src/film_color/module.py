@@ -1,0 +1,442 @@
+"""``FilmColorModule``: training and evaluation of FCNN, CONCAT and FILM (Manjunatha et al. 2018).
+
+* Classes: the 25x25 ab grid, 625 labels (§2.2, :meth:`chromalab.bins.ABBins.grid`).
+* Targets: one-hot (§2.2, "we use a one-hot encoding for the ab channels instead of soft
+  targets"): the ground-truth ab is area-averaged to the network's output resolution (1/4 of
+  the input, 56x56 for 224 inputs; footnote 2) and hard-encoded to its nearest bin.
+* Loss: per-pixel cross-entropy weighted by the class-rebalancing weight of the target bin,
+  "downweighted by a factor inversely proportional to its frequency in the training set".
+  The weights come from the core (:func:`chromalab.rebalance.rebalance_weights`):
+  ``w ∝ 1 / ((1 - lam) p~ + lam / Q)`` with ``p~`` the Gaussian-smoothed (sigma = 5) prior.
+  ``lam = 0`` is the pure inverse frequency the paper states; it gives weights of order
+  ``1 / p`` to bins seen a handful of times (and infinite ones to unseen bins of the 625-grid,
+  most of which lie outside the sRGB gamut), which makes training unstable. We use CIC's
+  ``lam = 1/2`` by default: still inverse to frequency for common colours, bounded by ``2Q``
+  for rare ones. ``lam = 1`` turns rebalancing off.
+* Decoding: annealed mean (Zhang et al. 2016, Eq. 8) at ``temperature`` (default 0.38).
+* Evaluation: top-1 / top-5 accuracy in the quantized ab space at the output resolution
+  (:class:`chromalab.metrics.ABAccuracy`, Table 1) and, on CapShapes scenes, caption
+  consistency and the caption-manipulation accuracy (§3.2, automated with
+  :func:`chromalab.metrics.manipulate_batch`).
+
+The caption vocabulary is built from the training captions at the start of ``fit`` (LightningCLI
+constructs the model before the data exist) and stored in the checkpoint with the class weights,
+so ``FilmColorModule.load_from_checkpoint(path)`` rebuilds a ready model with no other file.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import IterableDataset
+
+from chromalab.bins import ABBins
+from chromalab.color import lab_to_rgb
+from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
+from chromalab.rebalance import estimate_prior, load_prior, pixel_weights, rebalance_weights
+from film_color.language import Vocabulary
+from film_color.networks import Conditioning, FilmColorNetwork
+from film_color.weights import init_from_cic
+
+__all__ = ["CHECKPOINT_KEY", "FilmColorModule", "downsample_ab", "training_captions"]
+
+logger = logging.getLogger(__name__)
+
+#: Key of the film_color extras (vocabulary, input size) in a Lightning checkpoint.
+CHECKPOINT_KEY = "film_color"
+_OUTPUT_STRIDE = 4
+
+
+def downsample_ab(ab: Tensor, size: Sequence[int]) -> Tensor:
+    """Area-average ab ``(B, 2, H, W)`` to ``size`` (the network's output resolution)."""
+    if tuple(ab.shape[2:]) == tuple(size):
+        return ab
+    return F.interpolate(ab.float(), size=tuple(size), mode="area")
+
+
+def training_captions(dataset: Any, limit: int) -> Iterator[str]:
+    """Captions of a training dataset, for the vocabulary.
+
+    Datasets holding caption records (:class:`chromalab.data.CaptionedImageDataset`) give every
+    caption of every image without reading images; other datasets give the captions of their
+    first ``limit`` items (generated scenes, or a shard stream). A dataset whose items carry
+    no ``caption`` gives nothing.
+    """
+    records = getattr(dataset, "records", None)
+    if records is not None:
+        for record in records:
+            yield from record.captions
+        return
+    if isinstance(dataset, IterableDataset):
+        items: Iterator[Any] = iter(dataset)
+    else:
+        items = (dataset[i] for i in range(min(len(dataset), limit)))
+    for count, item in enumerate(items):
+        if count >= limit:
+            break
+        if item is None:  # a skipped sample
+            continue
+        if "caption" not in item:  # a dataset without captions: stop at its first item
+            return
+        yield item["caption"]
+
+
+class FilmColorModule(pl.LightningModule):
+    """Language-conditioned colorization (FCNN / CONCAT / FILM) as a LightningModule.
+
+    Args:
+        conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
+        width: channel multiplier of the FCNN (1.0 = the paper's).
+        embedding_dim: word-vector size of the caption encoder.
+        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
+        min_count: words seen fewer times in the training captions map to ``<unk>``.
+        max_vocab_size: keep at most this many words (most frequent first).
+        vocab_scan: training items read for the vocabulary when the dataset does not hold its
+            captions as records (generated scenes, shard streams).
+        max_caption_length: captions are cut to this many tokens.
+        init_from: CIC weights for the convolutional layers (§3.1): a ``cic fit`` or
+            ``film-color fit`` checkpoint, or the released ``colorization_release_v2-*.pth``
+            (see :mod:`film_color.weights`). Loaded at the start of ``fit`` only, and not into
+            a model whose weights came from a checkpoint (``load_from_checkpoint``).
+        lam: rebalancing mix (see the module documentation; 0 = pure inverse frequency,
+            1 = no rebalancing).
+        sigma: Gaussian smoothing of the prior, in ab units.
+        prior: prior file from ``chromalab prior --bins grid``; without it the prior is
+            estimated from the first ``prior_batches`` training batches (all ranks together).
+        prior_batches: batches used to estimate the prior when no file is given.
+        temperature: annealed-mean temperature for decoding.
+        lr, betas, weight_decay: Adam settings.
+        lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
+            ``lr_step_size`` optimizer steps.
+        manipulation_seed: seed of the colour swaps of the manipulation metric.
+    """
+
+    def __init__(
+        self,
+        conditioning: Conditioning = "film",
+        width: float = 1.0,
+        embedding_dim: int = 300,
+        hidden_size: int = 256,
+        min_count: int = 1,
+        max_vocab_size: int | None = None,
+        vocab_scan: int = 5000,
+        max_caption_length: int = 64,
+        init_from: str | None = None,
+        lam: float = 0.5,
+        sigma: float = 5.0,
+        prior: str | None = None,
+        prior_batches: int = 50,
+        temperature: float = 0.38,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_step_size: int = 100_000,
+        lr_gamma: float = 0.1,
+        manipulation_seed: int = 0,
+    ):
+        super().__init__()
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if vocab_scan < 1 or max_caption_length < 1:
+            raise ValueError(
+                f"vocab_scan and max_caption_length must be >= 1, got {vocab_scan}, "
+                f"{max_caption_length}"
+            )
+        self.save_hyperparameters()
+        self.bins = ABBins.grid(25, 10.0)
+        self.network = FilmColorNetwork(
+            conditioning, width, None, embedding_dim, hidden_size, self.bins.num_bins
+        )
+        self.vocabulary: Vocabulary | None = None
+        #: side of the square images the model was trained on (set by ``fit``, checkpointed)
+        self.input_size: int | None = None
+        # set once weights come from a checkpoint: init_from must not overwrite them
+        self._restored = False
+        self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
+        self.register_buffer("weights_ready", torch.tensor(lam == 1.0))
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": metric
+                for stage in ("val", "test")
+                for name, metric in (
+                    ("accuracy", ABAccuracy(self.bins, (1, 5))),
+                    ("consistency", CaptionConsistency()),
+                    ("manipulation", CaptionConsistency()),
+                )
+            }
+        )
+
+    # ------------------------------------------------------------------------- language
+    @property
+    def uses_captions(self) -> bool:
+        return self.network.uses_captions
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Use ``vocabulary`` (creates the word embedding for its size)."""
+        self.vocabulary = vocabulary
+        self.network.set_vocab_size(len(vocabulary))
+
+    def encode_captions(self, captions: Sequence[str] | None, batch: int) -> tuple[Tensor, Tensor]:
+        """Token ids ``(B, T)`` and lengths ``(B,)`` of ``batch`` captions, on this device."""
+        if self.vocabulary is None:
+            raise RuntimeError(
+                f"conditioning {self.hparams.conditioning!r} needs the caption vocabulary: fit "
+                "the model first or load it from a checkpoint"
+            )
+        if captions is None:
+            raise ValueError(f"conditioning {self.hparams.conditioning!r} needs captions")
+        captions = list(captions)
+        if len(captions) != batch:
+            raise ValueError(f"{batch} images but {len(captions)} captions")
+        tokens, lengths = self.vocabulary.encode(captions, self.hparams.max_caption_length)
+        return tokens.to(self.device), lengths
+
+    # ------------------------------------------------------------------------- inference
+    def forward(self, l: Tensor, captions: Sequence[str] | None = None) -> Tensor:
+        """Class scores ``(B, 625, H/4, W/4)`` for lightness ``l`` ``(B, 1, H, W)`` in [0, 100].
+
+        ``captions`` (``B`` strings) is required for CONCAT and FILM and ignored by the FCNN.
+        """
+        if not self.uses_captions:
+            return self.network(l)
+        tokens, lengths = self.encode_captions(captions, l.shape[0])
+        return self.network(l, tokens, lengths)
+
+    def colorize(
+        self, l: Tensor, captions: Sequence[str] | None = None, temperature: float | None = None
+    ) -> Tensor:
+        """Predicted ab ``(B, 2, H/4, W/4)`` by the annealed mean at ``temperature``."""
+        t = self.hparams.temperature if temperature is None else temperature
+        return self.bins.annealed_mean(self(l, captions).float(), t)
+
+    def features(self, l: Tensor, captions: Sequence[str] | None = None) -> list[Tensor]:
+        """The 8 block outputs after conditioning (after the FiLM layers for FILM)."""
+        if not self.uses_captions:
+            return self.network.features(l)
+        tokens, lengths = self.encode_captions(captions, l.shape[0])
+        return self.network.features(l, tokens, lengths)
+
+    # ------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:
+            source = getattr(datamodule, "source", None)
+            size = getattr(datamodule, "capshapes_size" if source == "capshapes" else "image_size")
+            self.input_size = int(size) if size is not None else None
+        if self.hparams.init_from and not self._restored:
+            init_from_cic(self.network.fcnn, Path(self.hparams.init_from), self.bins)
+        if self.uses_captions and self.vocabulary is None:
+            self.set_vocabulary(self._build_vocabulary(datamodule))
+
+    def _build_vocabulary(self, datamodule: Any) -> Vocabulary:
+        tokens = None
+        if self.trainer.is_global_zero:
+            dataset = getattr(datamodule, "train_dataset", None)
+            if dataset is None:
+                raise RuntimeError("no training dataset to build the caption vocabulary from")
+            vocab = Vocabulary.build(
+                training_captions(dataset, self.hparams.vocab_scan),
+                self.hparams.min_count,
+                self.hparams.max_vocab_size,
+            )
+            if len(vocab) <= 2:
+                raise ValueError(
+                    f"the training data of {datamodule!r} has no caption words; conditioning "
+                    f"{self.hparams.conditioning!r} needs captioned data (source capshapes, "
+                    "captions or webdataset with captions)"
+                )
+            tokens = vocab.to_list()
+            logger.info("caption vocabulary: %d tokens", len(tokens))
+        tokens = self.trainer.strategy.broadcast(tokens, src=0)
+        return Vocabulary(tokens)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "vocabulary": None if self.vocabulary is None else self.vocabulary.to_list(),
+            "input_size": self.input_size,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extras = checkpoint.get(CHECKPOINT_KEY, {})
+        tokens = extras.get("vocabulary")
+        if tokens is not None:
+            self.set_vocabulary(Vocabulary(tokens))
+        elif self.uses_captions:
+            raise ValueError(
+                f"checkpoint has no caption vocabulary (key {CHECKPOINT_KEY!r}) but conditioning "
+                f"is {self.hparams.conditioning!r}"
+            )
+        self.input_size = extras.get("input_size")
+        self._restored = True
+
+    def on_fit_start(self) -> None:
+        if bool(self.weights_ready):
+            return
+        if self.hparams.prior:
+            prior = load_prior(self.hparams.prior, self.bins)
+            source = self.hparams.prior
+        else:
+            prior, source = self._estimate_prior(), f"{self.hparams.prior_batches} training batches"
+        weights = rebalance_weights(prior, self.hparams.lam, self.bins, self.hparams.sigma)
+        self.class_weights.copy_(weights.float().to(self.device))
+        self.weights_ready.fill_(True)
+        logger.info("class rebalancing weights (lambda=%s) from %s", self.hparams.lam, source)
+
+    def _estimate_prior(self) -> Tensor:
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise RuntimeError("no prior file and no datamodule to estimate the prior from")
+
+        def to_targets(ab: Tensor) -> Tensor:  # the loss's grid: area-averaged to 1/4
+            return downsample_ab(ab, (ab.shape[2] // _OUTPUT_STRIDE, ab.shape[3] // _OUTPUT_STRIDE))
+
+        multi = self.trainer.world_size > 1
+        return estimate_prior(
+            datamodule.train_dataloader(),
+            self.bins,
+            self.hparams.prior_batches,
+            to_targets=to_targets,
+            device=self.device,
+            reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
+        )
+
+    # ------------------------------------------------------------------------- training
+    def loss(self, logits: Tensor, ab: Tensor) -> Tensor:
+        """Rebalanced one-hot cross-entropy (§2.2).
+
+        ``mean_{b,i,j} w[q*] * -log softmax(logits)[q*]`` with ``q*`` the nearest bin of the
+        ground truth ab ``(B, 2, H, W)`` area-averaged to the scores' ``(h, w)``; ``logits``
+        ``(B, Q, h, w)``. Returns a scalar.
+        """
+        target = self.bins.encode_hard(downsample_ab(ab, logits.shape[2:]))
+        per_pixel = F.cross_entropy(logits.float(), target, reduction="none")
+        return (per_pixel * pixel_weights(self.class_weights, target)).mean()
+
+    def training_step(self, batch: dict | None, batch_idx: int) -> Tensor | None:
+        if batch is None:  # every sample of the batch was unreadable
+            return None
+        logits = self(batch["l"], batch.get("caption"))
+        loss = self.loss(logits, batch["ab"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        logits = self(batch["l"], batch.get("caption"))
+        size = batch["l"].shape[0]
+        self.log(f"{stage}/loss", self.loss(logits, batch["ab"]), sync_dist=True, batch_size=size)
+        self.metrics[f"{stage}_accuracy"].update(logits, batch["ab"])
+        if "masks" in batch:
+            shape = batch["ab"].shape[2:]
+            self.update_scene_metrics(
+                batch,
+                self._upsampled_ab(logits, shape),
+                lambda captions: self._upsampled_ab(self(batch["l"], captions), shape),
+                stage,
+            )
+
+    def update_scene_metrics(
+        self,
+        batch: dict,
+        pred_ab: Tensor,
+        colorize: Callable[[list[str]], Tensor],
+        stage: str,
+    ) -> None:
+        """Caption consistency and manipulation accuracy of a CapShapes batch.
+
+        Args:
+            batch: a CapShapes batch (``masks``, ``color_ids``, ``mentioned``, ``level``, ...).
+            pred_ab: ``(B, 2, H, W)`` ab predicted from the batch's own captions.
+            colorize: maps ``B`` captions to predicted ab ``(B, 2, H, W)`` for the batch's
+                images; called with the manipulated captions (§3.2), unless the model ignores
+                captions (then ``pred_ab`` is scored against the new colours).
+            stage: ``"val"`` or ``"test"``.
+        """
+        self.metrics[f"{stage}_consistency"].update(
+            pred_ab, batch["masks"], batch["color_ids"], batch["mentioned"], batch["level"],
+            batch.get("canonical"),
+        )  # fmt: skip
+        first = int(batch["index"][0]) if "index" in batch else 0
+        manipulated = manipulate_batch(batch, random.Random(self._manipulation_seed(first)))
+        new_ab = colorize(manipulated["caption"]) if self.uses_captions else pred_ab
+        swapped = manipulated["color_ids"] != batch["color_ids"]
+        self.metrics[f"{stage}_manipulation"].update(
+            new_ab, batch["masks"], manipulated["color_ids"], swapped, batch["level"]
+        )
+
+    def _manipulation_seed(self, first_index: int) -> int:
+        return self.hparams.manipulation_seed * 1_000_003 + first_index
+
+    def _upsampled_ab(self, logits: Tensor, size: Sequence[int]) -> Tensor:
+        ab = self.bins.annealed_mean(logits.float(), self.hparams.temperature)
+        return F.interpolate(ab, size=tuple(size), mode="bilinear", align_corners=False)
+
+    def _log_metrics(self, stage: str) -> None:
+        accuracy = self.metrics[f"{stage}_accuracy"]
+        if int(accuracy.total) == 0 and self.trainer.world_size == 1:
+            return
+        for key, value in accuracy.compute().items():
+            self.log(f"{stage}/{key}", value, prog_bar=True)
+        accuracy.reset()
+        consistency = self.metrics[f"{stage}_consistency"]
+        manipulation = self.metrics[f"{stage}_manipulation"]
+        scenes = getattr(self.trainer.datamodule, "source", None) == "capshapes"
+        if scenes or int(consistency.total.sum()) > 0:
+            for key, value in consistency.compute().items():
+                name = (
+                    key.replace("accuracy", "caption_consistency", 1)
+                    if key.startswith("accuracy")
+                    else key
+                )
+                self.log(f"{stage}/{name}", value)
+            self.log(f"{stage}/manipulation_accuracy", manipulation.compute()["accuracy"])
+        consistency.reset()
+        manipulation.reset()
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        """Colorized RGB at the input resolution (ab upsampled, joined with the input L)."""
+        ab_small = self.colorize(batch["l"], batch.get("caption"))
+        ab = F.interpolate(
+            ab_small, size=batch["l"].shape[2:], mode="bilinear", align_corners=False
+        )
+        return {"rgb": lab_to_rgb(torch.cat([batch["l"], ab], dim=1)), "ab": ab}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(
+            self.network.parameters(),
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            weight_decay=self.hparams.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=self.hparams.lr_step_size, gamma=self.hparams.lr_gamma
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,164 @@
+"""FCNN, CONCAT and FILM: Manjunatha et al., "Learning to Color from Language", NAACL 2018, §2.
+
+* **FCNN** (§2.2): the 8-block colorization network of Zhang et al. (2016),
+  :class:`cic.networks.CICNetwork`, predicting ``Q = 625`` classes (the 25x25 ab grid,
+  :meth:`chromalab.bins.ABBins.grid`) at 1/4 of the input resolution. No language.
+* **CONCAT** (Eq. 1): ``Z'_n[i, j] = [Z_n[i, j]; h]``: the caption vector ``h`` is tiled over
+  every spatial location and concatenated to the output of each block ``n = 1..8``; the inputs
+  of blocks 2-8 and of the readout are widened by ``dim(h)`` channels
+  (``CICNetwork(condition_channels=dim(h))``).
+* **FILM** (Eq. 2-3): ``gamma_n = W_gamma_n h``, ``beta_n = W_beta_n h`` and
+  ``Z'_n = (1 + gamma_n) * Z_n + beta_n`` (per channel, broadcast over ``i, j``) on the output
+  of every block. The projections have no bias, as written in Eq. 2. They start at zero, so an
+  FCNN initialisation (§3.1) is reproduced exactly before fine-tuning moves them.
+
+``h`` is the caption encoding of :class:`film_color.language.CaptionEncoder` (§2.3). The
+conditioning is applied through the block hook of :meth:`CICNetwork.features`, so the image
+network is CIC's own module and its weights keep CIC's names (``fcnn.blocks.*``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from cic.networks import CICNetwork
+from film_color.language import CaptionEncoder
+
+__all__ = ["CONDITIONINGS", "Conditioning", "FiLM", "FilmColorNetwork", "NUM_CLASSES"]
+
+Conditioning = Literal["none", "concat", "film"]
+CONDITIONINGS: tuple[str, ...] = ("none", "concat", "film")
+#: 25 x 25 quantized ab grid of §2.2.
+NUM_CLASSES = 625
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation of one block (Eq. 2-3).
+
+    Args:
+        condition_dim: size of ``h``.
+        channels: channels ``C`` of the modulated feature map.
+
+    Shapes:
+        ``forward(z, h)``: ``z`` ``(B, C, H, W)``, ``h`` ``(B, condition_dim)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, condition_dim: int, channels: int):
+        super().__init__()
+        self.gamma = nn.Linear(condition_dim, channels, bias=False)
+        self.beta = nn.Linear(condition_dim, channels, bias=False)
+        nn.init.zeros_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def coefficients(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``(gamma, beta)``, each ``(B, C)`` (Eq. 2)."""
+        return self.gamma(h), self.beta(h)
+
+    def forward(self, z: Tensor, h: Tensor) -> Tensor:
+        if z.dim() != 4 or z.shape[1] != self.gamma.out_features or h.shape[0] != z.shape[0]:
+            raise ValueError(
+                f"FiLM expects z (B, {self.gamma.out_features}, H, W) and h (B, "
+                f"{self.gamma.in_features}); got {tuple(z.shape)} and {tuple(h.shape)}"
+            )
+        gamma, beta = self.coefficients(h)
+        return torch.addcmul(beta[:, :, None, None], 1.0 + gamma[:, :, None, None], z)
+
+
+class FilmColorNetwork(nn.Module):
+    """Language-conditioned colorization network: FCNN, CONCAT or FILM.
+
+    Args:
+        conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
+        width: channel multiplier of the FCNN (1.0 = the paper's 64-...-512 widths).
+        vocab_size: number of token ids of the caption vocabulary, or ``None`` to defer the
+            word embedding until it is known (:meth:`set_vocab_size`); unused for ``"none"``.
+        embedding_dim: word-vector size.
+        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
+        num_classes: ab classes (625 in the paper).
+
+    Shapes:
+        ``forward(l, tokens, lengths)``: ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (``H``,
+        ``W`` multiples of 8), ``tokens`` long ``(B, T)``, ``lengths`` long ``(B,)`` -> class
+        scores ``(B, Q, H/4, W/4)``. For ``"none"`` the caption arguments may be ``None``.
+    """
+
+    def __init__(
+        self,
+        conditioning: Conditioning = "film",
+        width: float = 1.0,
+        vocab_size: int | None = None,
+        embedding_dim: int = 300,
+        hidden_size: int = 256,
+        num_classes: int = NUM_CLASSES,
+    ):
+        super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        self.conditioning = conditioning
+        language = conditioning != "none"
+        condition_dim = 2 * hidden_size if language else 0
+        self.fcnn = CICNetwork(
+            num_classes,
+            width,
+            condition_channels=condition_dim if conditioning == "concat" else 0,
+        )
+        self.caption_encoder = (
+            CaptionEncoder(vocab_size, embedding_dim, hidden_size) if language else None
+        )
+        self.film = (
+            nn.ModuleList(FiLM(condition_dim, c) for c in self.fcnn.block_channels)
+            if conditioning == "film"
+            else None
+        )
+
+    @property
+    def uses_captions(self) -> bool:
+        return self.caption_encoder is not None
+
+    @property
+    def block_channels(self) -> list[int]:
+        """Image channels of blocks 1..8 (before any CONCAT channels)."""
+        return self.fcnn.block_channels
+
+    def set_vocab_size(self, vocab_size: int) -> None:
+        """Create the word embedding for ``vocab_size`` ids (no-op without language)."""
+        if self.caption_encoder is not None:
+            self.caption_encoder.set_vocab_size(vocab_size)
+
+    def encode_caption(self, tokens: Tensor | None, lengths: Tensor | None) -> Tensor | None:
+        """``h`` ``(B, 2 * hidden_size)``, or ``None`` for the FCNN."""
+        if self.caption_encoder is None:
+            return None
+        if tokens is None or lengths is None:
+            raise ValueError(f"conditioning {self.conditioning!r} needs caption tokens and lengths")
+        return self.caption_encoder(tokens.to(self.fcnn.readout.weight.device), lengths)
+
+    def _hook(self, h: Tensor | None):
+        if h is None:
+            return None
+        if self.film is not None:
+            film = self.film
+            return lambda i, z: film[i](z, h)
+
+        def concat(i: int, z: Tensor) -> Tensor:  # Eq. 1
+            tiled = h[:, :, None, None].expand(-1, -1, z.shape[2], z.shape[3])
+            return torch.cat([z, tiled.to(z.dtype)], dim=1)
+
+        return concat
+
+    def features(
+        self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
+    ) -> list[Tensor]:
+        """The 8 conditioned block outputs ``Z'_n`` (for CONCAT, ``h`` channels included)."""
+        if tokens is not None and tokens.shape[0] != l.shape[0]:
+            raise ValueError(f"{l.shape[0]} images but {tokens.shape[0]} captions")
+        h = self.encode_caption(tokens, lengths)
+        return self.fcnn.features(l, self._hook(h))
+
+    def forward(
+        self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        return self.fcnn.readout(self.features(l, tokens, lengths)[-1])

@@ -1,0 +1,170 @@
+"""Initialising FCNN / CONCAT / FILM from a trained CIC network (Manjunatha et al. 2018, §3.1).
+
+"For our final models, we initialize all convolutional layers with a FCNN pretrained on
+ImageNet; we finetune both FILM and CONCAT's convolutional weights during training."
+
+Sources accepted by :func:`init_from_cic`:
+
+* a Lightning checkpoint of ``cic fit`` (keys ``network.*``, bin centres ``bins.centers``);
+* a Lightning checkpoint of ``film-color fit`` (keys ``network.fcnn.*``), e.g. a trained FCNN;
+* the authors' released CIC weights (``colorization_release_v2-*.pth``), read with
+  :func:`cic.weights.load_released`.
+
+Transfer rules, applied to every tensor of the target :class:`~cic.networks.CICNetwork`:
+
+* same shape: copied;
+* CONCAT's widened input convolutions (blocks 2-8, and the readout): the source weights fill
+  the image channels and the ``dim(h)`` new input channels are set to zero, so the widened
+  network computes what the source did until training moves them;
+* the 1x1 readout: copied only when the source predicts over the same bin table (a CIC model
+  trained with ``bins="grid"``); otherwise (CIC's 313 in-gamut classes vs our 625) it keeps its
+  fresh initialisation and is reported as skipped;
+* anything else that does not fit (another width, a missing block) raises ``ValueError`` naming
+  the tensor and both shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from chromalab.bins import ABBins
+from cic.networks import CICNetwork
+
+__all__ = ["TransferReport", "init_from_cic", "load_cic_state", "transfer_cic_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TransferReport:
+    """What :func:`transfer_cic_weights` did, by target key."""
+
+    copied: list[str] = field(default_factory=list)
+    widened: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_cic_state(path: str | Path) -> tuple[dict[str, Tensor], Tensor | None]:
+    """The CIC network ``state_dict`` (``CICNetwork`` key names) and bin centres of ``path``.
+
+    Returns:
+        ``(state, centers)``; ``centers`` ``(Q, 2)`` is ``None`` when the file has none.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"CIC weights not found: {path} (a cic/film-color checkpoint or the released .pth; "
+            "chromalab never downloads weights)"
+        )
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict):
+        raise ValueError(
+            f"{path}: expected a checkpoint or a state_dict, got {type(blob).__name__}"
+        )
+    if "state_dict" in blob:
+        full = blob["state_dict"]
+        prefix = "network.fcnn." if any(k.startswith("network.fcnn.") for k in full) else "network."
+        state = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
+        if not state:
+            raise ValueError(f"{path}: checkpoint has no CIC network weights ('{prefix}*' keys)")
+        return state, full.get("bins.centers")
+    if "model_out.weight" in blob:
+        from cic.weights import load_released
+
+        network, bins = load_released(path)
+        return network.state_dict(), bins.centers
+    raise ValueError(
+        f"{path}: neither a Lightning checkpoint ('state_dict') nor a released CIC state_dict "
+        "('model_out.weight')"
+    )
+
+
+def _input_dims(network: CICNetwork) -> dict[str, int]:
+    """``{weight key: input-channel dimension}`` of every convolution of ``network``."""
+    dims = {}
+    for name, module in network.named_modules():
+        if isinstance(module, nn.ConvTranspose2d):
+            dims[f"{name}.weight"] = 0
+        elif isinstance(module, nn.Conv2d):
+            dims[f"{name}.weight"] = 1
+    return dims
+
+
+def _same_bins(centers: Tensor | None, bins: ABBins) -> bool:
+    return (
+        centers is not None
+        and centers.shape == bins.centers.shape
+        and torch.allclose(centers.float().cpu(), bins.centers.cpu(), atol=1e-4)
+    )
+
+
+def transfer_cic_weights(
+    target: CICNetwork,
+    state: dict[str, Tensor],
+    centers: Tensor | None,
+    bins: ABBins,
+    source: str = "source",
+) -> TransferReport:
+    """Copy a CIC ``state`` into ``target`` following the rules of this module.
+
+    Args:
+        target: the FCNN of a :class:`~film_color.networks.FilmColorNetwork` (possibly widened
+            for CONCAT).
+        state: source ``state_dict`` with ``CICNetwork`` key names.
+        centers: the source's ``(Q, 2)`` bin centres, or ``None`` if unknown.
+        bins: the target's bin table (decides whether the readout can be copied).
+        source: name used in error messages.
+    """
+    report = TransferReport()
+    own = target.state_dict()
+    dims = _input_dims(target)
+    readout_fits = _same_bins(centers, bins)
+    missing = sorted(k for k in own if k not in state and not k.startswith("readout."))
+    if missing:
+        raise ValueError(f"{source}: CIC weights lack {missing[:8]}")
+    new_state = {}
+    for key, tensor in own.items():
+        if key.startswith("readout.") and (not readout_fits or key not in state):
+            report.skipped.append(key)
+            continue
+        value = state[key].to(tensor.dtype)
+        if value.shape == tensor.shape:
+            new_state[key] = value
+            report.copied.append(key)
+            continue
+        dim = dims.get(key)
+        expected = list(tensor.shape)
+        if dim is not None and value.dim() == tensor.dim():
+            expected[dim] = value.shape[dim]
+        if dim is None or list(value.shape) != expected or value.shape[dim] > tensor.shape[dim]:
+            raise ValueError(
+                f"{source}: '{key}' has shape {tuple(value.shape)}, this model needs "
+                f"{tuple(tensor.shape)} (same CIC width? width is set by model.width)"
+            )
+        widened = torch.zeros_like(tensor)
+        widened.narrow(dim, 0, value.shape[dim]).copy_(value)
+        new_state[key] = widened
+        report.widened.append(key)
+    target.load_state_dict(new_state, strict=False)
+    return report
+
+
+def init_from_cic(target: CICNetwork, path: str | Path, bins: ABBins) -> TransferReport:
+    """Initialise ``target`` from the CIC weights in ``path`` (see :func:`load_cic_state`)."""
+    state, centers = load_cic_state(path)
+    report = transfer_cic_weights(target, state, centers, bins, source=str(path))
+    logger.info(
+        "initialised the FCNN from %s: %d copied, %d widened (zero language channels), "
+        "%d skipped (%s)",
+        path,
+        len(report.copied),
+        len(report.widened),
+        len(report.skipped),
+        ", ".join(report.skipped) or "-",
+    )
+    return report

@@ -1,0 +1,425 @@
+"""The film_color package through its real entry points: the LightningCLI, ``film-color
+explain`` and ``chromalab colorize``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from chromalab import cli as chromalab_cli
+from chromalab.data import CapShapes
+from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON
+from film_color.cli import main, run
+from film_color.language import Vocabulary, tokenize
+from film_color.module import FilmColorModule
+
+CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
+TINY = str(CONFIGS / "tiny.yaml")
+
+
+def fit_tiny(root: Path, *extra: str) -> Path:
+    run(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *extra])
+    ckpts = sorted((root / "checkpoints").glob("*.ckpt"))
+    assert ckpts, f"no checkpoint written under {root}"
+    return ckpts[-1]
+
+
+@pytest.fixture(scope="module")
+def film_ckpt(tmp_path_factory) -> Path:
+    """One tiny FILM fit shared by the read-only tests of this file."""
+    import sys as _sys
+
+    argv, _sys.argv = _sys.argv, ["film-color"]
+    try:
+        return fit_tiny(tmp_path_factory.mktemp("film"))
+    finally:
+        _sys.argv = argv
+
+
+def read_metrics(root: Path) -> dict[str, float]:
+    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    out = {}
+    for row in rows:
+        out.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return out
+
+
+def test_fast_dev_run_every_conditioning():
+    for mode in ("none", "concat", "film"):
+        run(
+            [
+                "fit",
+                "--config",
+                TINY,
+                "--trainer.fast_dev_run",
+                "true",
+                "--model.conditioning",
+                mode,
+            ]
+        )
+
+
+def test_validate_test_predict(film_ckpt, tmp_path):
+    common = ["--config", TINY, "--ckpt_path", str(film_ckpt), "--trainer.default_root_dir"]
+    for sub in ("validate", "test"):
+        cli = run([sub, *common, str(tmp_path)])
+        metrics = cli.trainer.callback_metrics
+        stage = "val" if sub == "validate" else "test"
+        for key in ("acc@1", "acc@5", "caption_consistency", "manipulation_accuracy"):
+            assert f"{stage}/{key}" in metrics, key
+        assert 0 <= float(metrics[f"{stage}/acc@1"]) <= float(metrics[f"{stage}/acc@5"]) <= 1
+    cli = run(["predict", *common, str(tmp_path)])
+    predictions = cli.trainer.predict_loop.predictions
+    assert predictions and predictions[0]["rgb"].shape == (4, 3, 32, 32)
+    assert predictions[0]["rgb"].min() >= 0 and predictions[0]["rgb"].max() <= 1
+
+
+def test_checkpoint_rebuilds_without_arguments(film_ckpt):
+    module = FilmColorModule.load_from_checkpoint(film_ckpt)
+    assert module.hparams.conditioning == "film" and module.hparams.width == 0.125
+    assert module.input_size == 32
+    # the vocabulary holds the words of the training captions, in the checkpoint
+    scenes = CapShapes(length=16, size=32, seed=0)
+    words = {w for i in range(16) for w in tokenize(scenes[i]["caption"])}
+    assert module.vocabulary == Vocabulary.build(scenes[i]["caption"] for i in range(16))
+    assert words <= set(module.vocabulary.tokens)
+    assert module.network.caption_encoder.vocab_size == len(module.vocabulary)
+    # rebalancing weights estimated at fit start travel in the checkpoint too
+    assert bool(module.weights_ready) and module.class_weights.std() > 0
+    l = torch.rand(2, 1, 32, 32) * 100
+    ab = module.colorize(l, ["a red circle", "a blue square"])
+    assert ab.shape == (2, 2, 8, 8) and torch.isfinite(ab).all()
+    with pytest.raises(ValueError, match="captions"):
+        module.colorize(l, None)
+
+
+def test_fcnn_needs_no_vocabulary(tmp_path):
+    ckpt = fit_tiny(tmp_path, "--model.conditioning", "none", "--model.lam", "1.0")
+    module = FilmColorModule.load_from_checkpoint(ckpt)
+    assert module.vocabulary is None and module.network.caption_encoder is None
+    assert torch.equal(module.class_weights, torch.ones(625))
+    assert module.colorize(torch.rand(1, 1, 32, 32) * 100).shape == (1, 2, 8, 8)
+
+
+def test_rebalanced_one_hot_loss():
+    module = FilmColorModule(conditioning="none", width=0.125)
+    module.class_weights.copy_(torch.rand(625) + 0.5)
+    logits = torch.randn(2, 625, 4, 4)
+    ab = torch.rand(2, 2, 16, 16) * 120 - 60
+    # reference: average the 4x4 cells, nearest of the 25x25 grid centres, weighted CE
+    small = ab.unfold(2, 4, 4).unfold(3, 4, 4).mean(dim=(-1, -2))
+    ticks = torch.arange(-120.0, 121.0, 10.0)
+    a_idx = (small[:, 0, :, :, None] - ticks).abs().argmin(-1)
+    b_idx = (small[:, 1, :, :, None] - ticks).abs().argmin(-1)
+    target = a_idx * 25 + b_idx
+    log_p = torch.log_softmax(logits, 1).gather(1, target[:, None])[:, 0]
+    expected = (-log_p * module.class_weights[target]).mean()
+    assert torch.allclose(module.loss(logits, ab), expected, atol=1e-5)
+
+
+def test_init_from_cic_checkpoint_through_the_cli(tmp_path):
+    from tests.cic.test_cli import fit_tiny as fit_cic
+
+    cic_ckpt = fit_cic(tmp_path / "cic", "--model.bins", "grid")
+    ckpt = fit_tiny(
+        tmp_path / "film",
+        "--model.conditioning", "concat",
+        "--model.init_from", str(cic_ckpt),
+        "--model.lr", "1e-12",
+        "--model.lam", "1.0",
+    )  # fmt: skip
+    cic_state = torch.load(cic_ckpt, weights_only=True)["state_dict"]
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    # block 1 is not widened: copied (a learning rate of 1e-12 leaves it as it was)
+    w = state["network.fcnn.blocks.0.0.weight"]
+    assert torch.allclose(w, cic_state["network.blocks.0.0.weight"], atol=1e-6)
+    w = state["network.fcnn.blocks.3.0.weight"]
+    source = cic_state["network.blocks.3.0.weight"]
+    assert torch.allclose(w[:, : source.shape[1]], source, atol=1e-6)
+    assert w[:, source.shape[1] :].abs().max() < 1e-6
+    # fitting a model loaded from a checkpoint keeps its weights: init_from is not re-applied
+    module = FilmColorModule.load_from_checkpoint(ckpt)
+    with torch.no_grad():
+        module.network.fcnn.blocks[0][0].weight.add_(1.0)
+    before = module.network.fcnn.blocks[0][0].weight.clone()
+    module.setup("fit")
+    assert torch.equal(module.network.fcnn.blocks[0][0].weight, before)
+
+
+def test_colorize_command_with_caption(film_ckpt, tmp_path):
+    image = tmp_path / "in" / "photo.png"
+    image.parent.mkdir()
+    Image.new("RGB", (45, 30), (120, 80, 40)).save(image)
+    args = [
+        "colorize", str(image.parent), "--model", "film_color", "--ckpt", str(film_ckpt),
+        "--quiet",
+    ]  # fmt: skip
+    assert chromalab_cli.main([*args, "-o", str(tmp_path / "out"), "--caption", "a red heart"]) == 0
+    assert Image.open(tmp_path / "out" / "photo.png").size == (45, 30)
+    # a language model without a caption is a clear error, not a silent guess
+    assert chromalab_cli.main([*args, "-o", str(tmp_path / "none")]) == 1
+
+
+def test_captions_reach_the_colorizer(film_ckpt):
+    from chromalab.models import load_colorizer
+
+    model = load_colorizer("film_color", ckpt=str(film_ckpt), device="cpu")
+    assert model.uses_captions and model.input_size == 32
+    with torch.no_grad():
+        for film in model.module.network.film:  # make the modulation visible
+            film.beta.weight.normal_()
+    l = torch.rand(1, 1, 32, 32) * 100
+    red = model.colorize(l, ["a red heart"])
+    blue = model.colorize(l, ["a blue heart"])
+    assert red.shape == (1, 2, 8, 8) and not torch.allclose(red, blue)
+
+
+def test_explain_writes_heatmaps(film_ckpt, tmp_path, capsys):
+    image = tmp_path / "in" / "scene.png"
+    image.parent.mkdir()
+    Image.new("RGB", (40, 40), (90, 140, 200)).save(image)
+    out = tmp_path / "maps"
+    main(["explain", "--ckpt", str(film_ckpt), str(image), "--caption", "a green leaf",
+          "--capshapes", "2", "-o", str(out)])  # fmt: skip
+    names = sorted(p.name for p in out.glob("*.png"))
+    for stem in ("scene", "capshapes0000", "capshapes0001"):
+        for suffix in ("colorized", "block6", "block7", "block8"):
+            assert f"{stem}_{suffix}.png" in names
+    assert Image.open(out / "scene_block6.png").size == (40, 40)
+    with pytest.raises(SystemExit):
+        main(["explain", "--ckpt", str(film_ckpt), str(image), "-o", str(out)])  # no caption
+    assert "caption" in capsys.readouterr().err
+
+
+def test_activation_maps_follow_footnote_4(film_ckpt):
+    from film_color.explain import activation_maps, heatmap
+
+    module = FilmColorModule.load_from_checkpoint(film_ckpt).eval()
+    l = torch.rand(2, 1, 32, 32) * 100
+    captions = ["a red heart", "a blue drop"]
+    maps = activation_maps(module, l, captions)
+    feats = module.features(l, captions)
+    for block, m in maps.items():
+        mean = feats[block - 1].mean(1)  # FILM: all channels are image channels
+        ref = (mean - mean.amin((1, 2), True)) / (mean.amax((1, 2), True) - mean.amin((1, 2), True))
+        assert torch.allclose(m, ref, atol=1e-5)
+    colors = heatmap(torch.tensor([[[0.0, 1.0]]]))
+    assert colors.shape == (1, 3, 1, 2) and colors[0, 2, 0, 0] > colors[0, 0, 0, 0]  # low = blue
+    assert colors[0, 0, 0, 1] > colors[0, 2, 0, 1]  # high = red
+
+
+def _paint(masks: torch.Tensor, color_ids: torch.Tensor) -> torch.Tensor:
+    """ab image painting every object with the lexicon centre of its colour id."""
+    centers = {c: torch.tensor(COLOR_LEXICON[c].ab) for c in CHROMATIC_COLORS}
+    b, k, h, w = masks.shape
+    ab = torch.zeros(b, 2, h, w)
+    for i in range(b):
+        for j, cid in enumerate(color_ids[i].tolist()):
+            if cid >= 0:
+                ab[i, :, masks[i, j]] = centers[cid][:, None]
+    return ab
+
+
+@pytest.mark.parametrize("conditioning", ["film", "none"])
+def test_scene_metrics_score_the_swapped_colours(conditioning):
+    """Oracles: painting the captions' colours is perfect on consistency and manipulation;
+    ignoring the caption (an FCNN with perfect knowledge of the original colours) scores 0 on
+    manipulation, since every judged object's colour word was changed."""
+    import random
+
+    from chromalab.metrics import manipulate_batch
+
+    module = FilmColorModule(conditioning=conditioning, width=0.125)
+    scenes = CapShapes(length=24, size=32, seed=3)
+    batch = torch.utils.data.default_collate([scenes[i] for i in range(24)])
+    expected = manipulate_batch(batch, random.Random(module._manipulation_seed(0)))
+    by_caption = {c: expected["color_ids"][i] for i, c in enumerate(expected["caption"])}
+    calls = []
+
+    def follow_captions(captions):
+        calls.append(captions)
+        return _paint(batch["masks"], torch.stack([by_caption[c] for c in captions]))
+
+    original = _paint(batch["masks"], batch["color_ids"])
+    module.update_scene_metrics(batch, original, follow_captions, "val")
+    consistency = module.metrics["val_consistency"].compute()
+    manipulation = module.metrics["val_manipulation"].compute()
+    assert float(consistency["accuracy"]) == 1.0
+    if conditioning == "film":
+        assert calls == [expected["caption"]] and float(manipulation["accuracy"]) == 1.0
+    else:  # the FCNN's output does not move with the caption
+        assert calls == [] and float(manipulation["accuracy"]) == 0.0
+    judged = (expected["color_ids"] != batch["color_ids"]).sum()
+    assert int(module.metrics["val_manipulation"].total[0]) == int(judged) > 0
+
+
+def _cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "film_color.cli", *args]
+
+
+def test_ddp_two_processes_sync_metrics(film_ckpt, tmp_path):
+    common = [
+        "validate",
+        "--config",
+        TINY,
+        "--ckpt_path",
+        str(film_ckpt),
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    ]
+    single = tmp_path / "single"
+    run([*common, f"--trainer.logger.save_dir={single}", f"--trainer.default_root_dir={single}"])
+    ddp = tmp_path / "ddp"
+    proc = subprocess.run(
+        _cli_command(
+            *common,
+            f"--trainer.logger.save_dir={ddp}",
+            f"--trainer.default_root_dir={ddp}",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.accelerator=cpu",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
+    one, two = read_metrics(single), read_metrics(ddp)
+    # the two ranks saw disjoint halves of the validation set; synced metrics equal the total
+    for key in ("val/acc@1", "val/acc@5", "val/caption_consistency"):
+        assert two[key] == pytest.approx(one[key], abs=1e-5), key
+
+
+def test_ddp_fit_builds_one_vocabulary(tmp_path):
+    proc = subprocess.run(
+        _cli_command(
+            "fit",
+            "--config",
+            TINY,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.accelerator=cpu",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
+    module = FilmColorModule.load_from_checkpoint(ckpt)
+    scenes = CapShapes(length=16, size=32, seed=0)
+    assert module.vocabulary == Vocabulary.build(scenes[i]["caption"] for i in range(16))
+
+
+def test_resume_after_kill(tmp_path):
+    config = tmp_path / "resume.yaml"
+    ckpt_dir = tmp_path / "ckpts"
+    config.write_text(
+        "trainer:\n"
+        "  max_steps: 10000\n"
+        "  callbacks:\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args:\n"
+        f"        dirpath: {ckpt_dir}\n"
+        "        save_last: true\n"
+        "        every_n_train_steps: 1\n"
+    )
+    args = [
+        "fit",
+        "--config",
+        TINY,
+        "--config",
+        str(config),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.capshapes_train_length",
+        "100000",
+    ]
+    proc = subprocess.Popen(
+        _cli_command(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    last = ckpt_dir / "last.ckpt"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if last.exists():
+                try:
+                    step = torch.load(last, weights_only=False)["global_step"]
+                except Exception:  # being written
+                    step = 0
+                if step >= 4:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training never reached step 4")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed = torch.load(last, weights_only=False)
+    target = killed["global_step"] + 3
+    result = subprocess.run(
+        _cli_command(*args, "--ckpt_path", "last", "--trainer.max_steps", str(target)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in result.stderr + result.stdout
+    final = torch.load(last, weights_only=False)
+    assert final["global_step"] == target  # counted on from the killed run
+    assert final["lr_schedulers"][0]["last_epoch"] == target  # the scheduler kept stepping
+    adam = final["optimizer_states"][0]["state"]
+    assert adam and all(int(s["step"]) == target for s in adam.values())
+    # the vocabulary of the killed run came back with its weights
+    assert final["film_color"]["vocabulary"] == killed["film_color"]["vocabulary"]
+
+
+def test_caption_variants_change_only_colour_words():
+    from chromalab.text import find_color_words
+    from film_color.demo import caption_variants
+
+    caption = "a red heart and a blue star on a striped green background"
+    variants = caption_variants(caption)
+    assert len(variants) == 3 and variants[0] == caption
+
+    def skeleton(text):  # the text between (and around) the colour words
+        pieces, last = [], 0
+        for start, end, _ in find_color_words(text):
+            pieces.append(text[last:start])
+            last = end
+        return [*pieces, text[last:]]
+
+    colours = [[cid for *_, cid in find_color_words(v)] for v in variants]
+    for variant, ids in zip(variants[1:], colours[1:], strict=True):
+        assert skeleton(variant) == skeleton(caption)
+        assert len(set(ids)) == 3  # distinct colours stay distinct
+        assert all(new != old for new, old in zip(ids, colours[0], strict=True))
+    assert colours[1] != colours[2]
+    with pytest.raises(ValueError, match="colour word"):
+        caption_variants("a heart and a star")
+
+
+def test_demo_section_is_written(film_ckpt, tmp_path):
+    from film_color.demo import write_section
+
+    metrics = {"acc@1": 0.25, "acc@5": 0.5, "caption_consistency": 0.4}
+    index = write_section(film_ckpt, tmp_path, metrics, 12.0)
+    section = (tmp_path / "sections" / "020-film_color.html").read_text()
+    assert "assets/film_color/manipulation.png" in section and "0.25" in section
+    assert Image.open(tmp_path / "assets" / "film_color" / "manipulation.png").size[0] > 5 * 32
+    assert (tmp_path / "assets" / "film_color" / "activations.png").is_file()
+    assert "Learning to Color from Language" in index.read_text()
