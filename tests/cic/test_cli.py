@@ -68,6 +68,7 @@ def test_fit_validate_test_predict(tmp_path):
     )
     predictions = cli.trainer.predict_loop.predictions
     assert predictions and predictions[0]["rgb"].shape == (4, 3, 32, 32)
+    assert predictions[0]["ab"].shape == (4, 2, 8, 8)  # the network's 1/4 resolution
     assert predictions[0]["rgb"].min() >= 0 and predictions[0]["rgb"].max() <= 1
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from chromalab.bins import ABBins, soft_cross_entropy
 from chromalab.color import lab_to_rgb
+from chromalab.io import recombine
 from chromalab.metrics import AuCCMF, Colorfulness
 from chromalab.rebalance import estimate_prior, load_prior, pixel_weights, rebalance_weights
 from cic.networks import CICNetwork
@@ -270,12 +271,10 @@ class CICModule(pl.LightningModule):
         self._log_metrics("test", self.test_cmf, self.test_colorfulness)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
-        """Colorized RGB at the input resolution (ab upsampled, joined with the input L)."""
-        ab_small = self.colorize(batch["l"])
-        ab = F.interpolate(
-            ab_small, size=batch["l"].shape[2:], mode="bilinear", align_corners=False
-        )
-        return {"rgb": lab_to_rgb(torch.cat([batch["l"], ab], dim=1)), "ab": ab}
+        """``rgb``: the colorization at the input resolution (:func:`chromalab.io.recombine`
+        of the input L and the upsampled ab); ``ab``: the prediction at the network's 1/4."""
+        ab = self.colorize(batch["l"])
+        return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(
