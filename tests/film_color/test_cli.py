@@ -80,6 +80,7 @@ def test_validate_test_predict(film_ckpt, tmp_path):
     cli = run(["predict", *common, str(tmp_path)])
     predictions = cli.trainer.predict_loop.predictions
     assert predictions and predictions[0]["rgb"].shape == (4, 3, 32, 32)
+    assert predictions[0]["ab"].shape == (4, 2, 8, 8)  # the network's 1/4 resolution
     assert predictions[0]["rgb"].min() >= 0 and predictions[0]["rgb"].max() <= 1
 
 
@@ -300,7 +301,7 @@ def test_ddp_two_processes_sync_metrics(film_ckpt, tmp_path):
         assert two[key] == pytest.approx(one[key], abs=1e-5), key
 
 
-def test_ddp_fit_builds_one_vocabulary(tmp_path):
+def test_ddp_fit_builds_one_vocabulary_and_prior(film_ckpt, tmp_path):
     proc = subprocess.run(
         _cli_command(
             "fit",
@@ -321,6 +322,11 @@ def test_ddp_fit_builds_one_vocabulary(tmp_path):
     module = FilmColorModule.load_from_checkpoint(ckpt)
     scenes = CapShapes(length=16, size=32, seed=0)
     assert module.vocabulary == Vocabulary.build(scenes[i]["caption"] for i in range(16))
+    # the prior is gathered over both ranks; each read the same first batches, so the
+    # normalized prior, hence the class weights, equal the single-process ones
+    single = FilmColorModule.load_from_checkpoint(film_ckpt)
+    assert torch.allclose(module.class_weights, single.class_weights, rtol=1e-5)
+    assert module.class_weights.std() > 0
 
 
 def test_resume_after_kill(tmp_path):

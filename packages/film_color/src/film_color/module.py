@@ -39,14 +39,20 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from chromalab.bins import ABBins
-from chromalab.color import lab_to_rgb
+from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
 from chromalab.rebalance import estimate_prior, load_prior, pixel_weights, rebalance_weights
 from film_color.language import Vocabulary
 from film_color.networks import Conditioning, FilmColorNetwork
 from film_color.weights import init_from_cic
 
-__all__ = ["CHECKPOINT_KEY", "FilmColorModule", "downsample_ab", "training_captions"]
+__all__ = [
+    "CHECKPOINT_KEY",
+    "FilmColorModule",
+    "downsample_ab",
+    "output_grid_ab",
+    "training_captions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,11 @@ def downsample_ab(ab: Tensor, size: Sequence[int]) -> Tensor:
     if tuple(ab.shape[2:]) == tuple(size):
         return ab
     return F.interpolate(ab.float(), size=tuple(size), mode="area")
+
+
+def output_grid_ab(ab: Tensor) -> Tensor:
+    """ab ``(B, 2, H, W)`` area-averaged to the network's output grid ``(H/4, W/4)``."""
+    return downsample_ab(ab, (ab.shape[2] // _OUTPUT_STRIDE, ab.shape[3] // _OUTPUT_STRIDE))
 
 
 def training_captions(dataset: Any, limit: int) -> Iterator[str]:
@@ -298,16 +309,12 @@ class FilmColorModule(pl.LightningModule):
         datamodule = self.trainer.datamodule
         if datamodule is None:
             raise RuntimeError("no prior file and no datamodule to estimate the prior from")
-
-        def to_targets(ab: Tensor) -> Tensor:  # the loss's grid: area-averaged to 1/4
-            return downsample_ab(ab, (ab.shape[2] // _OUTPUT_STRIDE, ab.shape[3] // _OUTPUT_STRIDE))
-
         multi = self.trainer.world_size > 1
         return estimate_prior(
             datamodule.train_dataloader(),
             self.bins,
             self.hparams.prior_batches,
-            to_targets=to_targets,
+            to_targets=output_grid_ab,
             device=self.device,
             reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
         )
@@ -419,12 +426,10 @@ class FilmColorModule(pl.LightningModule):
         self._log_metrics("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
-        """Colorized RGB at the input resolution (ab upsampled, joined with the input L)."""
-        ab_small = self.colorize(batch["l"], batch.get("caption"))
-        ab = F.interpolate(
-            ab_small, size=batch["l"].shape[2:], mode="bilinear", align_corners=False
-        )
-        return {"rgb": lab_to_rgb(torch.cat([batch["l"], ab], dim=1)), "ab": ab}
+        """``rgb``: the colorization at the input resolution (:func:`chromalab.io.recombine` of
+        the input L and the upsampled ab); ``ab``: the prediction at the network's 1/4."""
+        ab = self.colorize(batch["l"], batch.get("caption"))
+        return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(
