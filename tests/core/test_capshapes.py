@@ -18,6 +18,7 @@ from chromalab.data import capshapes
 from chromalab.data.capshapes import (
     CANONICAL_COLORS,
     OBJECT_L_RANGE,
+    ONE_COLOR_PER_SHAPE,
     SHAPES,
     CapShapes,
     export_capshapes,
@@ -226,6 +227,33 @@ class TestCanonicalAndCaptions:
         assert abs(np.mean(flags) - 0.8) < 4 * math.sqrt(0.16 / len(flags))
         never = CapShapes(length=100, seed=2, canonical_prob=0.0)
         assert not any(never[i]["canonical"].any() for i in range(100))
+
+    def test_one_colour_per_shape(self):
+        colours = [color_index(ONE_COLOR_PER_SHAPE[s]) for s in SHAPES]
+        assert sorted(colours) == sorted(CHROMATIC_COLORS)  # a bijection shapes <-> colours
+        ds = CapShapes(
+            length=40, size=32, seed=3, canonical_prob=1.0, canonical_colors=ONE_COLOR_PER_SHAPE
+        )
+        for i in range(len(ds)):
+            item = ds[i]
+            real = item["shape_ids"] >= 0
+            expected = [colours[s] for s in item["shape_ids"][real].tolist()]
+            assert item["color_ids"][real].tolist() == expected
+            assert item["canonical"][real].all()
+        # the default table is unchanged, scene for scene
+        default, explicit = (
+            CapShapes(length=5, seed=4),
+            CapShapes(length=5, seed=4, canonical_colors=CANONICAL_COLORS),
+        )
+        assert all(torch.equal(default[i]["rgb"], explicit[i]["rgb"]) for i in range(5))
+
+    @pytest.mark.parametrize(
+        ("table", "message"),
+        [({"blob": "red"}, "unknown shape 'blob'"), ({"circle": "gray"}, "'gray' is not one of")],
+    )
+    def test_bad_canonical_colours(self, table, message):
+        with pytest.raises(ValueError, match=message):
+            CapShapes(canonical_colors=table)
 
     def test_captions_match_objects(self, dataset):
         for i in range(300):

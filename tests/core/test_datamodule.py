@@ -184,6 +184,33 @@ class TestCapShapesSource:
         test, predict = next(iter(dm.test_dataloader())), next(iter(dm.predict_dataloader()))
         assert torch.equal(test["rgb"], predict["rgb"])  # capshapes predicts on the test scenes
 
+    def test_scene_options_for_all_splits_and_for_training(self) -> None:
+        dm = ColorizationDataModule(
+            capshapes_train_length=8,
+            capshapes_val_length=4,
+            capshapes_size=16,
+            capshapes_options={"max_objects": 3, "level_probs": [0, 0, 1]},
+            capshapes_train_options={"max_objects": 1, "canonical_prob": 0.0},
+        )
+        dm.setup("fit")
+        train, val = dm.train_dataset, dm.val_dataset
+        assert (train.max_objects, val.max_objects) == (1, 3)
+        assert train.level_probs == val.level_probs == (0.0, 0.0, 1.0)
+        assert (train.canonical_prob, val.canonical_prob) == (0.0, 0.8)
+        assert train[0]["masks"].shape[0] == 1 and val[0]["masks"].shape[0] == 3
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"max_object": 2}, "unknown CapShapes options"),
+            ({"max_objects": 0}, "max_objects must be"),
+            ({"canonical_prob": 2.0}, "canonical_prob must be"),
+        ],
+    )
+    def test_bad_scene_options_are_refused_early(self, options, message) -> None:
+        with pytest.raises(ValueError, match=f"capshapes_train_options: {message}"):
+            ColorizationDataModule(capshapes_train_options=options)
+
 
 class TestFolderSource:
     @staticmethod
@@ -358,6 +385,36 @@ class TestOtherSources:
         val = next(iter(dm.val_dataloader()))
         assert val["caption"] == [f"a{i}" for i in range(6)]
         assert not dm.train_dataset.horizontal_flip  # captions may name sides
+
+    def test_coco_layout_with_an_image_folder_per_split(self, tmp_path: Path) -> None:
+        annotations = tmp_path / "annotations"
+        annotations.mkdir()
+        for split in ("train", "val"):
+            folder = tmp_path / f"{split}2014"
+            folder.mkdir()
+            Image.fromarray(colour_array(8, 8, len(split))).save(folder / f"{split}.png")
+            coco = {
+                "images": [{"id": 1, "file_name": f"{split}.png"}],
+                "annotations": [{"image_id": 1, "caption": f"a {split} image"}],
+            }
+            (annotations / f"captions_{split}2014.json").write_text(json.dumps(coco))
+        dm = ColorizationDataModule(
+            source="captions",
+            train_path=str(annotations / "captions_train2014.json"),
+            val_path=str(annotations / "captions_val2014.json"),
+            predict_path=str(annotations / "captions_val2014.json"),
+            image_root={"train": str(tmp_path / "train2014"), "val": str(tmp_path / "val2014")},
+            image_size=8,
+        )
+        dm.setup("fit")
+        dm.setup("predict")
+        assert dm.train_dataset.records[0].image == tmp_path / "train2014" / "train.png"
+        assert dm.val_dataset.records[0].image == tmp_path / "val2014" / "val.png"
+        # no "predict" entry: relative to the caption file, as without image_root
+        assert dm.predict_dataset.records[0].image == annotations / "val.png"
+        assert next(iter(dm.val_dataloader()))["caption"] == ["a val image"]
+        with pytest.raises(ValueError, match="image_root keys"):
+            ColorizationDataModule(source="captions", image_root={"training": "x"})
 
     def test_webdataset(self, tmp_path: Path) -> None:
         pattern = write_shards(tmp_path / "shards", 2, 3)

@@ -59,6 +59,7 @@ from chromalab.text import (
 __all__ = [
     "BACKGROUND_TEXTURES",
     "CANONICAL_COLORS",
+    "ONE_COLOR_PER_SHAPE",
     "OBJECT_L_RANGE",
     "SHAPES",
     "CapShapes",
@@ -74,6 +75,17 @@ CANONICAL_COLORS: dict[str, str] = {
     "star": "yellow",
     "leaf": "green",
     "drop": "blue",
+}
+#: A canonical colour for every shape, each its own (``canonical_colors`` of :class:`CapShapes`).
+#: With ``canonical_prob=1`` a scene's colours follow from its shapes alone, as object colours
+#: largely do in ImageNet: a colorizer pretrained on such scenes must learn to tell the shapes
+#: apart, which scenes with the default table never ask of the four shapes it leaves out.
+ONE_COLOR_PER_SHAPE: dict[str, str] = {
+    **CANONICAL_COLORS,
+    "circle": "orange",
+    "square": "purple",
+    "triangle": "cyan",
+    "cross": "pink",
 }
 #: Texture adjectives of the background, as used in captions.
 BACKGROUND_TEXTURES: tuple[str, ...] = ("striped", "speckled")
@@ -92,8 +104,24 @@ _GAMUT_L_STEP = 0.5
 _GAMUT_SAFETY = 0.98
 
 _CHROMATIC_IDS = torch.tensor(CHROMATIC_COLORS)
-_CANONICAL_IDS = {SHAPES.index(s): color_index(c) for s, c in CANONICAL_COLORS.items()}
 _BASE_ROTATION = {"leaf": 0.6}
+
+
+def _canonical_ids(colors: dict[str, str]) -> dict[int, int]:
+    """Shape id -> lexicon id of a ``canonical_colors`` table, checked."""
+    out = {}
+    for shape, color in colors.items():
+        if shape not in SHAPES:
+            raise ValueError(f"canonical_colors: unknown shape {shape!r}; shapes are {SHAPES}")
+        try:
+            cid = color_index(color)
+        except (KeyError, ValueError):
+            cid = -1
+        if cid not in CHROMATIC_COLORS:
+            names = [COLOR_LEXICON[c].name for c in CHROMATIC_COLORS]
+            raise ValueError(f"canonical_colors: {shape!r} -> {color!r} is not one of {names}")
+        out[SHAPES.index(shape)] = cid
+    return out
 
 
 # --------------------------------------------------------------------------- gamut
@@ -197,6 +225,8 @@ class CapShapes(Dataset):
         level_probs: probabilities of the complete, partial and scarce caption levels.
         canonical_prob: probability that a shape with a canonical colour gets it; otherwise
             it gets one of the other chromatic colours, uniformly.
+        canonical_colors: shape name -> canonical colour name (chromatic); default
+            :data:`CANONICAL_COLORS`. Shapes left out have none.
 
     Items are dicts (fixed shapes, so the default collate stacks them):
 
@@ -217,6 +247,7 @@ class CapShapes(Dataset):
         max_objects: int = 4,
         level_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         canonical_prob: float = 0.8,
+        canonical_colors: dict[str, str] | None = None,
     ) -> None:
         if not 1 <= length <= sys.maxsize:
             raise ValueError(f"length must be in [1, {sys.maxsize}], got {length}")
@@ -237,6 +268,10 @@ class CapShapes(Dataset):
         self.max_objects = int(max_objects)
         self.level_probs = tuple(float(p) for p in level_probs)
         self.canonical_prob = float(canonical_prob)
+        self.canonical_colors = dict(
+            CANONICAL_COLORS if canonical_colors is None else canonical_colors
+        )
+        self._canonical_ids = _canonical_ids(self.canonical_colors)
         coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
         self._x = coords.view(1, 1, size)
         self._y = coords.view(1, size, 1)
@@ -294,7 +329,7 @@ class CapShapes(Dataset):
         for _ in range(n):
             allowed = [s for s in range(len(SHAPES)) if shapes.count(s) < _MAX_SAME_SHAPE]
             shape = allowed[int(rng.integers(len(allowed)))]
-            own = _CANONICAL_IDS.get(shape)
+            own = self._canonical_ids.get(shape)
             if own is not None and rng.random() < self.canonical_prob:
                 color = own
             else:

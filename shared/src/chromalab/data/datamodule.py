@@ -91,6 +91,24 @@ class EpochShuffleSampler(Sampler[int]):
         return iter(torch.randperm(n, generator=generator).tolist())
 
 
+_CAPSHAPES_OPTIONS = ("max_objects", "level_probs", "canonical_prob", "canonical_colors")
+
+
+def _capshapes_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """Checked copy of CapShapes keyword arguments (values are checked by a trial scene set)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_CAPSHAPES_OPTIONS))
+    if unknown:
+        raise ValueError(f"{name}: unknown CapShapes options {unknown}; use {_CAPSHAPES_OPTIONS}")
+    if "level_probs" in options:
+        options["level_probs"] = tuple(float(p) for p in options["level_probs"])
+    try:
+        CapShapes(length=1, size=16, **options)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    return options
+
+
 class ColorizationDataModule(pl.LightningDataModule):
     """Data for every chromalab model: generated scenes, photo folders, captions, shards.
 
@@ -105,7 +123,10 @@ class ColorizationDataModule(pl.LightningDataModule):
         predict_path: data for ``predict``, same kinds as ``train_path``; for capshapes the
             test scenes are used.
         image_root: folder the image names of a caption file are relative to (default: the
-            caption file's folder).
+            caption file's folder), or one such folder per split, a mapping with keys among
+            ``train``, ``val``, ``test``, ``predict`` (MSCOCO keeps ``train2014/`` and
+            ``val2014/`` apart from ``annotations/``); a split it leaves out uses the
+            caption file's folder.
         caption_format: layout of the caption files: ``"auto"`` (detect), ``"coco"``,
             ``"jsonl"``, ``"lcad"`` or ``"lcoins"``.
         image_size: side of the square training crops (photo sources).
@@ -125,6 +146,11 @@ class ColorizationDataModule(pl.LightningDataModule):
         capshapes_train_length: number of generated training scenes.
         capshapes_val_length: number of generated validation (and test) scenes.
         capshapes_size: side of the generated scenes.
+        capshapes_options: further :class:`CapShapes` arguments for every split
+            (``max_objects``, ``level_probs``, ``canonical_prob``, ``canonical_colors``).
+        capshapes_train_options: :class:`CapShapes` arguments for the training split only,
+            over ``capshapes_options``: a training distribution that differs from the one
+            evaluated on (e.g. fewer objects per scene, more colour words per caption).
         pin_memory: pin host memory of batches (faster host-to-GPU copies).
 
     Attributes:
@@ -140,7 +166,7 @@ class ColorizationDataModule(pl.LightningDataModule):
         val_path: str | None = None,
         test_path: str | None = None,
         predict_path: str | None = None,
-        image_root: str | None = None,
+        image_root: str | dict[str, str] | None = None,
         caption_format: CaptionFormat = "auto",
         image_size: int = 176,
         eval_image_size: int | None = None,
@@ -155,6 +181,8 @@ class ColorizationDataModule(pl.LightningDataModule):
         capshapes_train_length: int = 20_000,
         capshapes_val_length: int = 512,
         capshapes_size: int = 64,
+        capshapes_options: dict[str, Any] | None = None,
+        capshapes_train_options: dict[str, Any] | None = None,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
@@ -173,12 +201,22 @@ class ColorizationDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
+        self.capshapes_options = _capshapes_options("capshapes_options", capshapes_options)
+        self.capshapes_train_options = _capshapes_options(
+            "capshapes_train_options", capshapes_train_options
+        )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.save_hyperparameters()
         self.source = source
         self.paths = {"train": train_path, "val": val_path, "test": test_path}
         self.predict_path = predict_path
+        if isinstance(image_root, dict):
+            unknown = sorted(set(image_root) - {"train", "val", "test", "predict"})
+            if unknown:
+                raise ValueError(
+                    f"image_root keys must be among train, val, test, predict; got {unknown}"
+                )
         self.image_root = image_root
         self.caption_format = caption_format
         self.image_size = image_size
@@ -202,13 +240,17 @@ class ColorizationDataModule(pl.LightningDataModule):
         self.skipped_samples = 0
 
     # ------------------------------------------------------------------ datasets
-    def _build(self, split: str, path: str | None) -> Dataset | None:
-        """Dataset of one split (``train``/``val``/``test``) read from ``path``."""
+    def _build(self, split: str, path: str | None, stage: str | None = None) -> Dataset | None:
+        """Dataset of one split (``train``/``val``/``test``) read from ``path``; ``stage``
+        ``"predict"`` picks the predict entry of a per-split ``image_root``."""
         train = split == "train"
         if self.source == "capshapes":
             length = self.capshapes_train_length if train else self.capshapes_val_length
             seed = self.seed + _SPLIT_OFFSETS[split]
-            return CapShapes(length=length, size=self.capshapes_size, seed=seed)
+            options = dict(self.capshapes_options)
+            if train:
+                options.update(self.capshapes_train_options)
+            return CapShapes(length=length, size=self.capshapes_size, seed=seed, **options)
         if path is None:
             return None
         size = self.image_size if train else self.eval_image_size
@@ -223,7 +265,11 @@ class ColorizationDataModule(pl.LightningDataModule):
         if self.source == "folder":
             return ImageFolderDataset(path, **common)
         if self.source == "captions":
-            records = load_caption_records(path, self.caption_format, self.image_root)
+            records = load_caption_records(
+                path,
+                self.caption_format,
+                self._image_root("predict" if stage == "predict" else split),
+            )
             return CaptionedImageDataset(records, **common)
         return make_shard_dataset(
             path,
@@ -232,8 +278,13 @@ class ColorizationDataModule(pl.LightningDataModule):
             **common,
         )
 
+    def _image_root(self, split: str) -> str | None:
+        if isinstance(self.image_root, dict):
+            return self.image_root.get(split)
+        return self.image_root
+
     def _require(self, split: str, stage: str, path: str | None) -> Dataset:
-        dataset = self._build(split, path)
+        dataset = self._build(split, path, stage)
         if dataset is None:
             argument = "predict_path" if stage == "predict" else f"{split}_path"
             raise ValueError(
