@@ -50,6 +50,10 @@ def _between_words(text: str, words: list[tuple[int, int, int]]) -> list[str]:
     return [text[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
+def _without_articles(pieces: list[str]) -> list[str]:
+    return [re.sub(r"\ban\b", "a", piece.lower()) for piece in pieces]
+
+
 def _random_scene(rng: random.Random, n: int, unique_nouns: bool = False) -> list[SceneObject]:
     nouns = rng.sample(NOUNS, n) if unique_nouns else [rng.choice(NOUNS) for _ in range(n)]
     return [
@@ -179,8 +183,30 @@ class TestSwapColorWords:
             assert len(set(mapping.values())) == len(mapping)
             assert all(dst in CHROMATIC_COLORS for dst in mapping.values())
             assert [mapping[c] for _, _, c in old_words] == [c for _, _, c in new_words]
-            # Everything but the colour words is unchanged.
-            assert _between_words(caption, old_words) == _between_words(new, new_words)
+            # Everything but the colour words and their articles is unchanged.
+            assert _without_articles(_between_words(caption, old_words)) == _without_articles(
+                _between_words(new, new_words)
+            )
+
+    def test_swapped_caption_is_the_caption_of_the_recoloured_scene(self):
+        rng = random.Random(2)
+        for trial in range(200):
+            objects = _random_scene(rng, rng.randint(1, 4))
+            background = (rng.choice(CHROMATIC_COLORS), "speckled")
+            caption, _ = describe_scene(objects, background, "complete", random.Random(trial))
+            new, mapping = random_color_swap(caption, random.Random(trial))
+            recoloured = [o._replace(color_id=mapping[o.color_id]) for o in objects]
+            expected, _ = describe_scene(
+                recoloured, (mapping[background[0]], "speckled"), "complete", random.Random(trial)
+            )
+            assert new == expected  # articles included: "a red ..." -> "an orange ..."
+
+    def test_articles_follow_the_new_colour(self):
+        red, orange = color_index("red"), color_index("orange")
+        out = swap_color_words(
+            "A red box, an orange cup, bread, a  red", {red: orange, orange: red}
+        )
+        assert out == "An orange box, a red cup, bread, an  orange"
 
     def test_no_colour_words(self):
         assert random_color_swap("a circle and a star", random.Random(0)) == (

@@ -231,15 +231,22 @@ def swap_color_words(caption: str, mapping: Mapping[int, int]) -> str:
     """Replace colour words whose id is a key of ``mapping`` by the canonical name of its value.
 
     Capitalization is kept (``"Red" -> "Blue"``, ``"RED" -> "BLUE"``); colour words whose id is
-    not in ``mapping`` are left as they are.
+    not in ``mapping`` are left as they are. An indefinite article right before a replaced word
+    follows it (``"a red ball" -> "an orange ball"``).
     """
     _check_ids(list(mapping.keys()) + list(mapping.values()))
     pieces: list[str] = []
     last = 0
     for start, end, cid in find_color_words(caption):
         if cid in mapping:
-            pieces.append(caption[last:start])
-            pieces.append(_match_case(COLOR_LEXICON[mapping[cid]].name, caption[start:end]))
+            name = _match_case(COLOR_LEXICON[mapping[cid]].name, caption[start:end])
+            before = caption[last:start]
+            article = _ARTICLE_BEFORE.search(before)
+            if article is not None:
+                fixed = _match_case(_article(name), article.group(1))
+                before = before[: article.start(1)] + fixed + before[article.end(1) :]
+            pieces.append(before)
+            pieces.append(name)
             last = end
     pieces.append(caption[last:])
     return "".join(pieces)
@@ -304,6 +311,9 @@ def _plural(noun: str) -> str:
     if noun.endswith(("s", "x", "z", "ch", "sh")):
         return noun + "es"
     return noun + "s"
+
+
+_ARTICLE_BEFORE = re.compile(r"(?:^|(?<=\W))(an?)\s+$", re.IGNORECASE)
 
 
 def _article(word: str) -> str:
