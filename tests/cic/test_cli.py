@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,24 +13,14 @@ from PIL import Image
 from chromalab import cli as chromalab_cli
 from cic.cli import run
 from cic.module import CICModule, subsample_targets
+from tests.training import fit, kill_and_resume, read_metrics
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "cic" / "configs"
 TINY = str(CONFIGS / "tiny.yaml")
 
 
 def fit_tiny(root: Path, *extra: str) -> Path:
-    run(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *extra])
-    ckpts = sorted((root / "checkpoints").glob("*.ckpt"))
-    assert ckpts, f"no checkpoint written under {root}"
-    return ckpts[-1]
-
-
-def read_metrics(root: Path) -> dict[str, float]:
-    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
-    out = {}
-    for row in rows:
-        out.update({k: float(v) for k, v in row.items() if v not in ("", None)})
-    return out
+    return fit(run, TINY, root, *extra)
 
 
 def test_fast_dev_run():
@@ -190,63 +176,4 @@ def test_ddp_two_processes_train_and_sync_metrics(tmp_path):
 
 
 def test_resume_after_kill(tmp_path):
-    config = tmp_path / "resume.yaml"
-    ckpt_dir = tmp_path / "ckpts"
-    config.write_text(
-        "trainer:\n"
-        "  max_steps: 10000\n"
-        "  callbacks:\n"
-        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
-        "      init_args:\n"
-        f"        dirpath: {ckpt_dir}\n"
-        "        save_last: true\n"
-        "        every_n_train_steps: 1\n"
-    )
-    args = [
-        "fit",
-        "--config",
-        TINY,
-        "--config",
-        str(config),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.capshapes_train_length",
-        "100000",
-    ]
-    proc = subprocess.Popen(
-        _cli_command(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    last = ckpt_dir / "last.ckpt"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            if last.exists():
-                try:
-                    step = torch.load(last, weights_only=False)["global_step"]
-                except Exception:  # being written
-                    step = 0
-                if step >= 4:
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training never reached step 4")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = torch.load(last, weights_only=False)["global_step"]
-    target = killed_at + 3
-    result = subprocess.run(
-        _cli_command(*args, "--ckpt_path", "last", "--trainer.max_steps", str(target)),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Restoring states from the checkpoint" in result.stderr + result.stdout
-    final = torch.load(last, weights_only=False)
-    assert final["global_step"] == target  # counted on from the killed run
-    assert final["lr_schedulers"][0]["last_epoch"] == target  # the scheduler kept stepping
-    adam = final["optimizer_states"][0]["state"]
-    assert adam and all(int(s["step"]) == target for s in adam.values())
+    kill_and_resume(_cli_command, TINY, tmp_path)

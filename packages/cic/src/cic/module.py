@@ -16,9 +16,9 @@ The bin centres and the rebalancing weights are buffers saved in the checkpoint,
 from __future__ import annotations
 
 import logging
-from functools import partial
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -32,7 +32,7 @@ from chromalab.metrics import AuCCMF, Colorfulness
 from chromalab.rebalance import estimate_prior, load_prior, pixel_weights, rebalance_weights
 from cic.networks import CICNetwork
 
-__all__ = ["CICModule", "subsample_targets"]
+__all__ = ["CICModule", "ClassRebalancing", "adam_step_decay", "subsample_targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,65 @@ def subsample_targets(ab: Tensor, factor: int) -> Tensor:
     return ab[:, :, offset::factor, offset::factor]
 
 
-class CICModule(pl.LightningModule):
+def adam_step_decay(parameters: Iterable[torch.nn.Parameter], hparams: Any) -> dict[str, Any]:
+    """Adam with a step-decayed learning rate, as Lightning's ``configure_optimizers`` returns it.
+
+    ``hparams`` supplies ``lr``, ``betas``, ``weight_decay``, and ``lr_step_size`` /
+    ``lr_gamma`` (the rate is multiplied by ``lr_gamma`` every ``lr_step_size`` optimizer steps).
+    """
+    optimizer = torch.optim.Adam(
+        parameters, lr=hparams.lr, betas=tuple(hparams.betas), weight_decay=hparams.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=hparams.lr_step_size, gamma=hparams.lr_gamma
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ClassRebalancing:
+    """Class-rebalancing weights of a LightningModule, set once at the start of ``fit``.
+
+    The host module has ``bins`` (:class:`ABBins`), buffers ``class_weights`` and
+    ``weights_ready``, hyper-parameters ``prior``, ``prior_batches``, ``lam`` and ``sigma``,
+    and :meth:`prior_targets` mapping a batch's ab to the grid the loss is taken on. Weights
+    restored from a checkpoint (``weights_ready``) are kept; otherwise the prior comes from
+    the ``prior`` file or from the first ``prior_batches`` training batches of all ranks.
+    """
+
+    def prior_targets(self, ab: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def set_class_weights(self) -> None:
+        if bool(self.weights_ready):
+            return
+        if self.hparams.prior:
+            prior = load_prior(self.hparams.prior, self.bins)
+            source = self.hparams.prior
+        else:
+            prior, source = self._estimate_prior(), f"{self.hparams.prior_batches} training batches"
+        weights = rebalance_weights(prior, self.hparams.lam, self.bins, self.hparams.sigma)
+        self.class_weights.copy_(weights.float().to(self.device))
+        self.weights_ready.fill_(True)
+        logging.getLogger(type(self).__module__).info(
+            "class rebalancing weights (lambda=%s) from %s", self.hparams.lam, source
+        )
+
+    def _estimate_prior(self) -> Tensor:
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise RuntimeError("no prior file and no datamodule to estimate the prior from")
+        multi = self.trainer.world_size > 1
+        return estimate_prior(
+            datamodule.train_dataloader(),
+            self.bins,
+            self.hparams.prior_batches,
+            to_targets=self.prior_targets,
+            device=self.device,
+            reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
+        )
+
+
+class CICModule(ClassRebalancing, pl.LightningModule):
     """Colorful Image Colorization as a LightningModule.
 
     Args:
@@ -179,31 +237,10 @@ class CICModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._require_bins()
-        if bool(self.weights_ready):
-            return
-        if self.hparams.prior:
-            prior = load_prior(self.hparams.prior, self.bins)
-            source = self.hparams.prior
-        else:
-            prior, source = self._estimate_prior(), f"{self.hparams.prior_batches} training batches"
-        weights = rebalance_weights(prior, self.hparams.lam, self.bins, self.hparams.sigma)
-        self.class_weights.copy_(weights.float().to(self.device))
-        self.weights_ready.fill_(True)
-        logger.info("class rebalancing weights (lambda=%s) from %s", self.hparams.lam, source)
+        self.set_class_weights()
 
-    def _estimate_prior(self) -> Tensor:
-        datamodule = self.trainer.datamodule
-        if datamodule is None:
-            raise RuntimeError("no prior file and no datamodule to estimate the prior from")
-        multi = self.trainer.world_size > 1
-        return estimate_prior(
-            datamodule.train_dataloader(),
-            self.bins,
-            self.hparams.prior_batches,
-            to_targets=partial(subsample_targets, factor=4),
-            device=self.device,
-            reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
-        )
+    def prior_targets(self, ab: Tensor) -> Tensor:
+        return subsample_targets(ab, factor=4)
 
     # ------------------------------------------------------------------------- training
     def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
@@ -277,16 +314,4 @@ class CICModule(pl.LightningModule):
         return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(
-            self.network.parameters(),
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            weight_decay=self.hparams.weight_decay,
-        )
-        scheduler = torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=self.hparams.lr_step_size, gamma=self.hparams.lr_gamma
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return adam_step_decay(self.network.parameters(), self.hparams)

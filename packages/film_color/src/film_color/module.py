@@ -41,7 +41,8 @@ from torch.utils.data import IterableDataset
 from chromalab.bins import ABBins
 from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
-from chromalab.rebalance import estimate_prior, load_prior, pixel_weights, rebalance_weights
+from chromalab.rebalance import pixel_weights
+from cic.module import ClassRebalancing, adam_step_decay
 from film_color.language import Vocabulary
 from film_color.networks import Conditioning, FilmColorNetwork
 from film_color.weights import init_from_cic
@@ -100,7 +101,7 @@ def training_captions(dataset: Any, limit: int) -> Iterator[str]:
         yield item["caption"]
 
 
-class FilmColorModule(pl.LightningModule):
+class FilmColorModule(ClassRebalancing, pl.LightningModule):
     """Language-conditioned colorization (FCNN / CONCAT / FILM) as a LightningModule.
 
     Args:
@@ -293,31 +294,10 @@ class FilmColorModule(pl.LightningModule):
         self._restored = True
 
     def on_fit_start(self) -> None:
-        if bool(self.weights_ready):
-            return
-        if self.hparams.prior:
-            prior = load_prior(self.hparams.prior, self.bins)
-            source = self.hparams.prior
-        else:
-            prior, source = self._estimate_prior(), f"{self.hparams.prior_batches} training batches"
-        weights = rebalance_weights(prior, self.hparams.lam, self.bins, self.hparams.sigma)
-        self.class_weights.copy_(weights.float().to(self.device))
-        self.weights_ready.fill_(True)
-        logger.info("class rebalancing weights (lambda=%s) from %s", self.hparams.lam, source)
+        self.set_class_weights()
 
-    def _estimate_prior(self) -> Tensor:
-        datamodule = self.trainer.datamodule
-        if datamodule is None:
-            raise RuntimeError("no prior file and no datamodule to estimate the prior from")
-        multi = self.trainer.world_size > 1
-        return estimate_prior(
-            datamodule.train_dataloader(),
-            self.bins,
-            self.hparams.prior_batches,
-            to_targets=output_grid_ab,
-            device=self.device,
-            reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
-        )
+    def prior_targets(self, ab: Tensor) -> Tensor:
+        return output_grid_ab(ab)
 
     # ------------------------------------------------------------------------- training
     def loss(self, logits: Tensor, ab: Tensor) -> Tensor:
@@ -432,16 +412,4 @@ class FilmColorModule(pl.LightningModule):
         return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(
-            self.network.parameters(),
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            weight_decay=self.hparams.weight_decay,
-        )
-        scheduler = torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=self.hparams.lr_step_size, gamma=self.hparams.lr_gamma
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return adam_step_decay(self.network.parameters(), self.hparams)
