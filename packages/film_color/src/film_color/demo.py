@@ -257,8 +257,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Train or reuse the demo model and write the report section."""
     parser = argparse.ArgumentParser(description="film_color demo section of the report")
     parser.add_argument("--out", default="outputs/demo", help="report folder")
-    parser.add_argument("--fcnn-steps", type=int, default=4000, help="FCNN training steps")
-    parser.add_argument("--steps", type=int, default=None, help="FILM steps (config's)")
+    parser.add_argument("--fcnn-steps", type=int, default=1500, help="FCNN training steps")
+    parser.add_argument("--steps", type=int, default=1500, help="FILM training steps")
     parser.add_argument("--retrain", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--scenes", type=int, default=512, help="validation scenes")
     args = parser.parse_args(argv)
