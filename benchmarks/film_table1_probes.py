@@ -1,0 +1,216 @@
+"""Why FILM and CONCAT miss colour words on CapShapes: where the binding breaks down.
+
+Run after ``benchmarks/film_table1.py`` (it reads the checkpoints under
+``outputs/film_color-bench/{fcnn,concat,film}``, or those given with ``--ckpt NAME=PATH``).
+Three measurements per checkpoint, all on CapShapes scenes never seen in training:
+
+* **manipulation outcomes**: the colour words of the validation captions are swapped
+  (:func:`chromalab.metrics.manipulate_batch`) and every swapped object's colorized colour is
+  classed as the new colour (correct), its old colour, another colour of the same caption (a
+  binding error) or something else; the accuracy is also split by the number of objects.
+* **caption probe**: does ``h``, the caption encoding FiLM and CONCAT see, tell the colour of
+  each shape? A linear softmax probe (L-BFGS, L2 1e-3) per shape predicts the colour of that
+  shape from ``h``, over captions that give it a colour (complete and partial levels, shape
+  named once); trained on 5000 captions, scored on 1000 others (chance about 1/8).
+* **shape probe**: do the image features tell the eight shapes apart? The output of each
+  conditioned block is averaged over each object's mask (area-resized), and a linear probe
+  predicts the object's shape (80% of the objects of 1200 scenes to fit, 20% to score; chance
+  1/8).
+
+Results: ``benchmarks/results/film_table1_probes.{csv,md}``.
+
+    python benchmarks/film_table1_probes.py [--ckpt FILM=path.ckpt ...] [--scenes 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import machine_description, markdown_table, write_results
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from chromalab.color import rgb_to_l_ab
+from chromalab.data import CapShapes
+from chromalab.data.capshapes import SHAPES
+from chromalab.data.collate import collate_skip_bad
+from chromalab.metrics import manipulate_batch
+from chromalab.text import CHROMATIC_COLORS, ab_centers
+from film_color.module import FilmColorModule
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "outputs" / "film_color-bench"
+DEFAULT_RUNS = {"FCNN": "fcnn", "CONCAT": "concat", "FILM": "film", "FILM, longer": "film-long"}
+OUTCOMES = ("new colour", "old colour", "another caption colour", "other")
+
+
+def linear_probe(x: Tensor, y: Tensor, train: int, classes: int) -> float:
+    """Accuracy on ``x[train:]`` of a softmax regression fitted on ``x[:train]``."""
+    mean, std = x[:train].mean(0), x[:train].std(0) + 1e-6
+    x = torch.cat([(x - mean) / std, torch.ones(len(x), 1)], 1)
+    weight = torch.zeros(x.shape[1], classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x[:train] @ weight, y[:train]) + 1e-3 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(((x[train:] @ weight).argmax(1) == y[train:]).float().mean())
+
+
+@torch.no_grad()
+def manipulation_outcomes(module: FilmColorModule, scenes: int) -> dict[str, float]:
+    centers, ids = ab_centers(CHROMATIC_COLORS), torch.tensor(CHROMATIC_COLORS)
+    outcomes: Counter[str] = Counter()
+    by_count: dict[int, list[int]] = {}
+    loader = DataLoader(
+        CapShapes(length=scenes, size=module.input_size or 64, seed=1),
+        batch_size=64,
+        collate_fn=collate_skip_bad,
+    )
+    for batch in loader:
+        l, ab = rgb_to_l_ab(batch["rgb"])
+        new = manipulate_batch(batch, random.Random(int(batch["index"][0])))
+        pred_ab = F.interpolate(
+            module.colorize(l, new["caption"] if module.uses_captions else None),
+            size=ab.shape[2:],
+            mode="bilinear",
+        )
+        masks = batch["masks"].float()
+        area = masks.sum((-2, -1))
+        mean = torch.einsum("bkhw,bchw->bkc", masks, pred_ab) / area.clamp(min=1)[..., None]
+        named = ids[((mean[:, :, None] - centers) ** 2).sum(-1).argmin(-1)]
+        old, target = batch["color_ids"], new["color_ids"]
+        swapped = (target != old) & (area > 0)
+        count = (old >= 0).sum(1)
+        for b, k in swapped.nonzero().tolist():
+            said = set(target[b][batch["mentioned"][b] & (target[b] >= 0)].tolist())
+            guess = int(named[b, k])
+            if guess == int(target[b, k]):
+                outcome = OUTCOMES[0]
+            elif guess == int(old[b, k]):
+                outcome = OUTCOMES[1]
+            else:
+                outcome = OUTCOMES[2] if guess in said else OUTCOMES[3]
+            outcomes[outcome] += 1
+            tally = by_count.setdefault(int(count[b]), [0, 0])
+            tally[0] += outcome == OUTCOMES[0]
+            tally[1] += 1
+    total = sum(outcomes.values())
+    row = {f"{o} (%)": 100 * outcomes[o] / total for o in OUTCOMES}
+    for n, (right, seen) in sorted(by_count.items()):
+        row[f"acc, {n} object{'s' if n > 1 else ''} (%)"] = 100 * right / seen
+    return row
+
+
+@torch.no_grad()
+def caption_probe(module: FilmColorModule, captions: int = 6000) -> dict[str, float]:
+    scenes = CapShapes(length=captions, size=16, seed=5)
+    colour = {c: i for i, c in enumerate(CHROMATIC_COLORS)}
+    texts, targets = [], torch.full((captions, len(SHAPES)), -1)
+    for i in range(captions):
+        item = scenes[i]
+        texts.append(item["caption"])
+        shapes = item["shape_ids"].tolist()
+        for k, shape in enumerate(shapes):
+            named_once = shape >= 0 and shapes.count(shape) == 1 and bool(item["mentioned"][k])
+            if named_once and item["level"] != "scarce":
+                targets[i, shape] = colour[int(item["color_ids"][k])]
+    tokens, lengths = module.vocabulary.encode(texts, module.hparams.max_caption_length)
+    h = module.network.caption_encoder(tokens, lengths)
+    test_from = captions - captions // 6  # 5000 / 1000 by default
+    out = {}
+    for s, name in enumerate(SHAPES):
+        keep = targets[:, s] >= 0
+        train = int(keep[:test_from].sum())
+        accuracy = linear_probe(h[keep], targets[keep, s], train, len(CHROMATIC_COLORS))
+        out[f"caption probe: {name} (%)"] = 100 * accuracy
+    return out
+
+
+@torch.no_grad()
+def shape_probe(module: FilmColorModule, scenes: int = 1200) -> dict[str, float]:
+    data = CapShapes(length=scenes, size=module.input_size or 64, seed=3)
+    pooled: dict[int, list[Tensor]] = {}
+    labels = []
+    for start in range(0, scenes, 100):
+        items = [data[i] for i in range(start, min(start + 100, scenes))]
+        l, _ = rgb_to_l_ab(torch.stack([x["rgb"] for x in items]))
+        masks = torch.stack([x["masks"] for x in items]).float()
+        shapes = torch.stack([x["shape_ids"] for x in items])
+        captions = [x["caption"] for x in items] if module.uses_captions else None
+        blocks = module.features(l, captions)
+        visible = (shapes >= 0) & (masks.sum((-2, -1)) > 0)
+        for b, z in enumerate(blocks):
+            z = z[:, : module.network.block_channels[b]]  # CONCAT: the image channels only
+            m = F.interpolate(masks, size=z.shape[2:], mode="area")
+            mean = torch.einsum("bkhw,bchw->bkc", m, z) / m.sum((-2, -1)).clamp(min=1e-6)[..., None]
+            pooled.setdefault(b, []).append(mean[visible])
+        labels.append(shapes[visible])
+    y = torch.cat(labels)
+    train = int(0.8 * len(y))
+    return {
+        f"shape probe: block {b + 1} (%)": 100
+        * linear_probe(torch.cat(pooled[b]), y, train, len(SHAPES))
+        for b in sorted(pooled)
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", nargs="*", default=[], help="NAME=PATH (default: the bench)")
+    parser.add_argument("--scenes", type=int, default=512, help="validation scenes")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ckpts = dict(item.split("=", 1) for item in args.ckpt) or {
+        name: str(RUNS / run / "logs" / "version_0" / "checkpoints" / "last.ckpt")
+        for name, run in DEFAULT_RUNS.items()
+    }
+    missing = [path for path in ckpts.values() if not Path(path).is_file()]
+    if missing:
+        raise SystemExit(f"no checkpoint {missing}: run benchmarks/film_table1.py first")
+    rows = []
+    for name, path in ckpts.items():
+        module = FilmColorModule.load_from_checkpoint(path, map_location="cpu").eval()
+        steps = int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+        row: dict[str, object] = {"model": name, "steps": steps}
+        row.update(manipulation_outcomes(module, args.scenes))
+        if module.uses_captions:
+            row.update(caption_probe(module))
+        row.update(shape_probe(module))
+        rows.append(row)
+        print(row)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    rows = [{k: row.get(k, "N/A") for k in keys} for row in rows]
+    split = {
+        "manipulation": [k for k in keys if "probe" not in k],
+        "caption probe": ["model", *(k for k in keys if k.startswith("caption probe"))],
+        "shape probe": ["model", *(k for k in keys if k.startswith("shape probe"))],
+    }
+    md = [
+        "# Where FILM's colour-word binding breaks down on CapShapes",
+        "",
+        f"Machine: {machine_description()}. Checkpoints: "
+        + ", ".join(f"{n} `{Path(p).relative_to(ROOT) if Path(p).is_relative_to(ROOT) else p}`"
+                    for n, p in ckpts.items())
+        + ". Method: see the docstring of `benchmarks/film_table1_probes.py`.",
+        "",
+    ]  # fmt: skip
+    for title, columns in split.items():
+        md += [f"## {title}", "", markdown_table([{k: r[k] for k in columns} for r in rows])]
+    csv_path, md_path = write_results("film_table1_probes", rows, "\n".join(md))
+    print(f"wrote {csv_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

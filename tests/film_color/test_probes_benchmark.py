@@ -1,0 +1,55 @@
+"""``benchmarks/film_table1_probes.py`` on a tiny FILM checkpoint: the probe and the rows."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from chromalab.data.capshapes import SHAPES
+from film_color.module import FilmColorModule
+from tests.training import fit
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+TINY = str(BENCHMARKS.parent / "packages" / "film_color" / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def probes():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("film_table1_probes")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_linear_probe_reads_what_is_linearly_there(probes):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 5, generator=generator)
+    separable = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    assert probes.linear_probe(x, separable, 400, 4) > 0.9
+    noise = torch.randint(0, 4, (600,), generator=generator)
+    assert probes.linear_probe(x, noise, 400, 4) < 0.4  # chance is 0.25
+
+
+def test_rows_of_a_tiny_film_model(probes, tmp_path, monkeypatch):
+    from film_color.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["film-color"])
+    module = FilmColorModule.load_from_checkpoint(fit(run, TINY, tmp_path), map_location="cpu")
+    module.eval()
+    outcomes = probes.manipulation_outcomes(module, scenes=16)
+    shares = [outcomes[f"{o} (%)"] for o in probes.OUTCOMES]
+    assert sum(shares) == pytest.approx(100.0)
+    per_count = [v for k, v in outcomes.items() if k.startswith("acc, ")]
+    assert per_count and all(0 <= v <= 100 for v in per_count)
+    caption = probes.caption_probe(module, captions=240)
+    assert list(caption) == [f"caption probe: {s} (%)" for s in SHAPES]
+    assert all(0 <= v <= 100 for v in caption.values())
+    shape = probes.shape_probe(module, scenes=40)
+    assert list(shape) == [f"shape probe: block {b} (%)" for b in range(1, 9)]
+    assert all(math.isfinite(v) and 0 <= v <= 100 for v in shape.values())
