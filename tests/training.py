@@ -1,18 +1,34 @@
-"""Helpers shared by the packages' command-line training tests."""
+"""Helpers shared by the packages' tests: CLI training runs and the benchmark scripts."""
 
 from __future__ import annotations
 
 import csv
+import importlib
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextmanager
+def benchmark_module(name: str) -> Iterator[ModuleType]:
+    """Import ``benchmarks/<name>.py`` (the scripts import ``_common`` from their folder)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def fit(run: Callable[[list[str]], Any], config: str, root: Path, *extra: str) -> Path:

@@ -6,16 +6,14 @@ shape of the results, finite positive values, and the FLOP counts against a hand
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.training import benchmark_module
+
 CPU = torch.device("cpu")
 WIDTH, SIZE = 0.125, 32
 KEYS = [
@@ -35,11 +33,8 @@ POSITIVE = KEYS[2:8]
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("cic_speed")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("cic_speed") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import sys
 from pathlib import Path
@@ -12,19 +11,15 @@ import torch
 
 from chromalab.data.capshapes import SHAPES
 from film_color.module import FilmColorModule
-from tests.training import fit
+from tests.training import benchmark_module, fit
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-TINY = str(BENCHMARKS.parent / "packages" / "film_color" / "configs" / "tiny.yaml")
+TINY = str(Path(__file__).resolve().parents[2] / "packages/film_color/configs/tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def probes():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("film_table1_probes")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("film_table1_probes") as module:
+        yield module
 
 
 def test_linear_probe_reads_what_is_linearly_there(probes):
