@@ -39,6 +39,19 @@ def fit(run: Callable[[list[str]], Any], config: str, root: Path, *extra: str) -
     return ckpts[-1]
 
 
+def run_ddp(
+    command: Callable[..., list[str]], *args: str, cwd: Path
+) -> subprocess.CompletedProcess:
+    """Run a package CLI with ``args`` in 2 CPU processes under DDP; check both ranks joined."""
+    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
+    proc = subprocess.run(
+        command(*args, *ddp), capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
+    return proc
+
+
 def read_metrics(root: Path) -> dict[str, float]:
     """The last logged value of every metric of the CSV log under ``root``."""
     rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))

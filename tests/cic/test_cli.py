@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from PIL import Image
 from chromalab import cli as chromalab_cli
 from cic.cli import run
 from cic.module import CICModule, subsample_targets
-from tests.training import fit, kill_and_resume, read_metrics
+from tests.training import fit, kill_and_resume, read_metrics, run_ddp
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "cic" / "configs"
 TINY = str(CONFIGS / "tiny.yaml")
@@ -148,27 +147,18 @@ def _cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cic.cli", *args]
 
 
-def _ddp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
-    proc = subprocess.run(
-        _cli_command(*args, *ddp), capture_output=True, text=True, timeout=300, cwd=cwd
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
-    return proc
-
-
 def test_ddp_two_processes_train_and_sync_metrics(tmp_path):
     # training in 2 processes: the prior is estimated from both ranks' batches (all_gather)
-    _ddp("fit", "--config", TINY, f"--trainer.default_root_dir={tmp_path / 'train'}", cwd=tmp_path)
+    root = f"--trainer.default_root_dir={tmp_path / 'train'}"
+    run_ddp(_cli_command, "fit", "--config", TINY, root, cwd=tmp_path)
     ckpt = sorted((tmp_path / "train" / "checkpoints").glob("*.ckpt"))[-1]
     assert bool(CICModule.load_from_checkpoint(ckpt).weights_ready)
     common = ["validate", "--config", TINY, "--ckpt_path", str(ckpt),
               "--trainer.logger=lightning.pytorch.loggers.CSVLogger"]  # fmt: skip
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     run([*common, f"--trainer.logger.save_dir={single}", f"--trainer.default_root_dir={single}"])
-    _ddp(*common, f"--trainer.logger.save_dir={ddp}", f"--trainer.default_root_dir={ddp}",
-         cwd=tmp_path)  # fmt: skip
+    run_ddp(_cli_command, *common, f"--trainer.logger.save_dir={ddp}",
+            f"--trainer.default_root_dir={ddp}", cwd=tmp_path)  # fmt: skip
     one, two = read_metrics(single), read_metrics(ddp)
     # the two ranks saw disjoint halves of the validation set; synced metrics equal the total
     for key in ("val/auc_cmf", "val/auc_cmf_rebalanced", "val/colorfulness"):

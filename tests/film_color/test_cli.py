@@ -4,7 +4,6 @@ explain`` and ``chromalab colorize``."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON
 from film_color.cli import main, run
 from film_color.language import Vocabulary, tokenize
 from film_color.module import FilmColorModule
-from tests.training import fit, kill_and_resume, read_metrics
+from tests.training import fit, kill_and_resume, read_metrics, run_ddp
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
 TINY = str(CONFIGS / "tiny.yaml")
@@ -266,22 +265,13 @@ def test_ddp_two_processes_sync_metrics(film_ckpt, tmp_path):
     single = tmp_path / "single"
     run([*common, f"--trainer.logger.save_dir={single}", f"--trainer.default_root_dir={single}"])
     ddp = tmp_path / "ddp"
-    proc = subprocess.run(
-        _cli_command(
-            *common,
-            f"--trainer.logger.save_dir={ddp}",
-            f"--trainer.default_root_dir={ddp}",
-            "--trainer.devices=2",
-            "--trainer.strategy=ddp",
-            "--trainer.accelerator=cpu",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run_ddp(
+        _cli_command,
+        *common,
+        f"--trainer.logger.save_dir={ddp}",
+        f"--trainer.default_root_dir={ddp}",
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
     one, two = read_metrics(single), read_metrics(ddp)
     # the two ranks saw disjoint halves of the validation set; synced metrics equal the total
     for key in ("val/acc@1", "val/acc@5", "val/caption_consistency"):
@@ -289,22 +279,8 @@ def test_ddp_two_processes_sync_metrics(film_ckpt, tmp_path):
 
 
 def test_ddp_fit_builds_one_vocabulary_and_prior(film_ckpt, tmp_path):
-    proc = subprocess.run(
-        _cli_command(
-            "fit",
-            "--config",
-            TINY,
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.devices=2",
-            "--trainer.strategy=ddp",
-            "--trainer.accelerator=cpu",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = f"--trainer.default_root_dir={tmp_path}"
+    run_ddp(_cli_command, "fit", "--config", TINY, root, cwd=tmp_path)
     ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
     module = FilmColorModule.load_from_checkpoint(ckpt)
     scenes = CapShapes(length=16, size=32, seed=0)

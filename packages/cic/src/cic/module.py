@@ -71,7 +71,8 @@ class ClassRebalancing:
     """
 
     def prior_targets(self, ab: Tensor) -> Tensor:
-        raise NotImplementedError
+        """ab ``(B, 2, H, W)`` brought to the grid of the loss's targets (the host defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} must define prior_targets(ab)")
 
     def set_class_weights(self) -> None:
         if bool(self.weights_ready):
