@@ -65,8 +65,8 @@ def kill_and_resume(
     command: Callable[..., list[str]], tiny_config: str, tmp_path: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """SIGKILL a ``fit`` once it has checkpointed step 4, resume it from ``last`` for 3 more
-    steps, and check that the step counter, the learning-rate schedule and Adam's state went on
-    from the killed run.
+    steps, and check that the step counter, the learning-rate schedule, Adam's state and the
+    training loader's position in the epoch went on from the killed run.
 
     Args:
         command: maps CLI arguments to the command line of the package's CLI.
@@ -128,4 +128,8 @@ def kill_and_resume(
     assert final["lr_schedulers"][0]["last_epoch"] == target  # the scheduler kept stepping
     adam = final["optimizer_states"][0]["state"]
     assert adam and all(int(s["step"]) == target for s in adam.values())
+    # the training loader went on from its position in the epoch, not from its start
+    [before] = killed["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    [after] = final["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert after == {"epoch": before["epoch"], "batches": before["batches"] + 3}
     return killed, final

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
-from torch.utils.data import default_collate
+from torch.utils.data import BatchSampler, default_collate
 
 from chromalab.color import rgb_to_lab
 from chromalab.data.collate import add_lab, collate_skip_bad
@@ -135,6 +137,42 @@ class TestEpochShuffleSampler:
         sampler.set_epoch(0)
         assert list(sampler) == epoch0
         assert list(EpochShuffleSampler(data, shuffle=False)) == data
+
+    def test_start_rotates_this_epoch_only(self) -> None:
+        data = list(range(20))
+        order = list(EpochShuffleSampler(data, seed=3))
+        sampler = EpochShuffleSampler(data, seed=3, start=7)
+        assert list(sampler) == order[7:] + order[:7]
+        sampler.set_epoch(0)  # same epoch: still rotated
+        assert list(sampler) == order[7:] + order[:7]
+        sampler.set_epoch(1)
+        assert sampler.start == 0
+        assert sorted(sampler) == data and list(sampler) != order
+        with pytest.raises(ValueError, match="start"):
+            EpochShuffleSampler(data, start=-1)
+
+    @pytest.mark.parametrize("world", [1, 2, 3])
+    def test_rotation_resumes_every_ddp_shard(self, world: int) -> None:
+        """Rotating by the samples consumed on all ranks gives each rank its next batches."""
+        n, batch = 47, 4
+
+        def batches(start: int, rank: int) -> list[list[int]]:
+            inner = EpochShuffleSampler(list(range(n)), seed=5)
+            inner.set_epoch(2)
+            inner.start = start
+            sampler = (
+                inner
+                if world == 1
+                else DistributedSamplerWrapper(inner, num_replicas=world, rank=rank, shuffle=False)
+            )
+            return list(BatchSampler(sampler, batch, drop_last=True))
+
+        for rank in range(world):
+            full = batches(0, rank)
+            assert len(full) == -(-n // world) // batch
+            for done in range(len(full)):
+                resumed = batches(done * batch * world, rank)
+                assert resumed[: len(full) - done] == full[done:]
 
     def test_forwards_epoch_to_dataset(self, photo_folder: Path) -> None:
         dataset = ImageFolderDataset(photo_folder, image_size=8, train=True)
@@ -348,6 +386,63 @@ class TestLightningFit:
                     item = reference[reference.paths.index(Path(path))]
                     assert torch.equal(image, item["rgb"])
         assert dm.skipped_samples == 4  # two bad files, two epochs
+
+
+class IndexRecorder(pl.LightningModule):
+    """Records the CapShapes indices of every training batch, with the epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[tuple[int, list[int]]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append((self.current_epoch, batch["index"].tolist()))
+        return (self.weight - batch["ab"].mean()) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class TestResumePosition:
+    """A run resumed from a mid-epoch checkpoint sees the batches of an uninterrupted one."""
+
+    @staticmethod
+    def run(root: Path, max_steps: int, ckpt_path: str | None = None) -> list:
+        dm = ColorizationDataModule(
+            source="capshapes",
+            capshapes_size=16,
+            image_size=16,
+            capshapes_train_length=42,  # 10 whole batches of 4 a epoch, 2 scenes left over
+            capshapes_val_length=4,
+            batch_size=4,
+            num_workers=1,  # workers prefetch from the sampler as soon as the loader is iterated
+            seed=1,
+        )
+        model = IndexRecorder()
+        trainer = pl.Trainer(
+            max_steps=max_steps,
+            accelerator="cpu",
+            logger=False,
+            limit_val_batches=0,
+            callbacks=[ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1)],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return model.seen
+
+    @pytest.mark.parametrize("stop", [13, 20])  # inside epoch 1; at the end of epoch 1
+    def test_resume_continues_the_epoch(self, tmp_path: Path, stop: int) -> None:
+        reference = self.run(tmp_path / "reference", 26)
+        assert [epoch for epoch, _ in reference] == [0] * 10 + [1] * 10 + [2] * 6
+        assert all(len(indices) == 4 for _, indices in reference)  # drop_last
+        first = self.run(tmp_path / "run", stop)
+        state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)
+        position = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+        assert position == [{"epoch": (stop - 1) // 10, "batches": (stop - 1) % 10 + 1}]
+        second = self.run(tmp_path / "run", 26, ckpt_path=str(tmp_path / "run" / "last.ckpt"))
+        assert first + second == reference
 
 
 def write_shards(root: Path, count: int, per_shard: int) -> str:

@@ -24,6 +24,13 @@ Reproducibility: training order comes from :class:`EpochShuffleSampler`, a permu
 drawn from a ``torch.Generator`` seeded by ``(seed, epoch)``; random crops come from
 ``(seed, epoch, index)``. Two runs with the same ``seed`` therefore see identical batches,
 with any number of workers.
+
+Resuming: the training loader (:class:`ResumableDataLoader`) is checkpointed with its epoch and
+the number of batches it yielded, so a run resumed from a mid-epoch checkpoint
+(``--ckpt_path last``) goes on with the next unseen batch of that epoch's order, on every DDP
+rank, instead of starting the epoch again (map-style sources; a ``webdataset`` stream restarts
+its epoch). Training batches are whole (``drop_last``) whenever the data allows one per rank,
+which makes the resumed batches exactly those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from chromalab.data.capshapes import CapShapes
 from chromalab.data.collate import add_lab, collate_skip_bad
@@ -42,7 +49,7 @@ from chromalab.data.folders import CaptionedImageDataset, ImageFolderDataset, de
 from chromalab.data.records import CaptionFormat, load_caption_records
 from chromalab.data.shards import make_shard_dataset
 
-__all__ = ["ColorizationDataModule", "EpochShuffleSampler"]
+__all__ = ["ColorizationDataModule", "EpochShuffleSampler", "ResumableDataLoader"]
 
 Source = Literal["capshapes", "folder", "captions", "webdataset"]
 _SOURCES = ("capshapes", "folder", "captions", "webdataset")
@@ -57,24 +64,43 @@ class EpochShuffleSampler(Sampler[int]):
     then forwards the epoch to ``data_source.set_epoch`` when the dataset has one, so
     per-sample random choices (crops, flips, captions) change with the epoch too.
 
+    Resuming mid-epoch: with ``start = s`` a pass yields the epoch's order rotated to begin at
+    its ``s``-th index (``order[s:] + order[:s]``). The pass keeps all ``n`` indices, as
+    Lightning's ``DistributedSamplerWrapper`` needs (it shards ``range(len(sampler))``), and the
+    rotation commutes with its strided sharding and end padding: with ``s`` = batches consumed
+    per rank x batch size x world size, every rank's next ``drop_last`` batches are exactly the
+    ones it would have drawn next without the interruption (the training loop stops at the
+    epoch's length, before the rotated-in head comes round). ``start`` only applies to the
+    epoch it was set for: :meth:`set_epoch` with another epoch resets it to 0.
+
     Args:
         data_source: the map-style dataset (only its length and ``set_epoch`` are used).
         seed: non-negative base seed of the permutation.
         shuffle: draw a permutation; ``False`` gives ``0, 1, ..., n-1``.
+        start: position in the epoch's order at which passes begin (see above).
     """
 
-    def __init__(self, data_source: Sized, seed: int = 0, shuffle: bool = True) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    def __init__(
+        self, data_source: Sized, seed: int = 0, shuffle: bool = True, start: int = 0
+    ) -> None:
+        for name, value in (("seed", seed), ("start", start)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         self.data_source = data_source
         self.seed = seed
         self.shuffle = shuffle
+        self.start = start
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the next iteration and forward it to the dataset."""
+        """Select the epoch of the next iteration and forward it to the dataset.
+
+        A different epoch than the current one resets :attr:`start` to 0.
+        """
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        if epoch != self.epoch:
+            self.start = 0
         self.epoch = epoch
         set_dataset_epoch = getattr(self.data_source, "set_epoch", None)
         if callable(set_dataset_epoch):
@@ -85,10 +111,66 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         n = len(self.data_source)
-        if not self.shuffle:
-            return iter(range(n))
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-        return iter(torch.randperm(n, generator=generator).tolist())
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+            order = torch.randperm(n, generator=generator).tolist()
+        else:
+            order = list(range(n))
+        start = self.start % n if n else 0
+        return iter(order[start:] + order[:start])
+
+
+class ResumableDataLoader(DataLoader):
+    """Training loader whose position in the epoch Lightning checkpoints and restores.
+
+    Lightning saves the ``state_dict`` of every training loader that has one with each
+    checkpoint and hands it back, before the first batch is drawn, when a run resumes. The
+    state is the epoch and the number of batches this loader has yielded in it;
+    :meth:`load_state_dict` sets ``order`` to that epoch and rotates it past the samples all
+    ranks had consumed (:class:`EpochShuffleSampler`), so a run resumed from a mid-epoch
+    checkpoint goes on with the next unseen batch instead of starting the epoch again. Setting
+    the epoch there also matters for worker processes, which start drawing indices as soon as
+    the loader is iterated, before Lightning's own ``set_epoch`` of a resumed epoch.
+
+    Args:
+        order: the :class:`EpochShuffleSampler` behind ``sampler``: ``sampler`` itself, or the
+            sampler Lightning wrapped in its ``DistributedSamplerWrapper`` (Lightning
+            re-creates the loader with the wrapper and passes ``order`` on unchanged).
+        args, kwargs: those of :class:`torch.utils.data.DataLoader`; use ``drop_last=True``
+            for exact resumes (a partial last batch would shift the rotated batches).
+    """
+
+    def __init__(self, *args: Any, order: EpochShuffleSampler, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.order = order
+        self._epoch = order.epoch
+        self._batches = 0
+
+    def _samples_per_batch(self) -> int:
+        """Samples one batch index of this loader advances the global order by."""
+        world = self.sampler.num_replicas if isinstance(self.sampler, DistributedSampler) else 1
+        return int(self.batch_size or 1) * world
+
+    def __iter__(self) -> Iterator[Any]:
+        self._epoch = self.order.epoch
+        self._batches = self.order.start // self._samples_per_batch()
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "batches": k}``: ``k`` batches of epoch ``e`` were yielded."""
+        return {"epoch": self._epoch, "batches": self._batches}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Position ``order`` after the checkpoint's last batch (the next epoch if none is left)."""
+        epoch, batches = int(state_dict["epoch"]), int(state_dict["batches"])
+        if batches < len(self):
+            self.order.set_epoch(epoch)
+            self.order.start = batches * self._samples_per_batch()
+        else:
+            self.order.set_epoch(epoch + 1)
+        self._epoch, self._batches = self.order.epoch, batches if batches < len(self) else 0
 
 
 _CAPSHAPES_OPTIONS = ("max_objects", "level_probs", "canonical_prob", "canonical_colors")
@@ -331,8 +413,17 @@ class ColorizationDataModule(pl.LightningDataModule):
                 dataset.set_epoch(self.trainer.current_epoch)
             return DataLoader(dataset, **loader_args)
         if train:
-            sampler = EpochShuffleSampler(dataset, seed=self.seed, shuffle=True)
-            return DataLoader(dataset, sampler=sampler, **loader_args)
+            # Whole batches when every rank gets at least one: a last, smaller batch would move
+            # the batch boundaries of a resumed epoch (and a batch of one breaks BatchNorm).
+            world = self.trainer.world_size if self.trainer is not None else 1
+            order = EpochShuffleSampler(dataset, seed=self.seed, shuffle=True)
+            return ResumableDataLoader(
+                dataset,
+                sampler=order,
+                order=order,
+                drop_last=-(-len(dataset) // world) >= self.batch_size,  # type: ignore[arg-type]
+                **loader_args,
+            )
         return DataLoader(dataset, shuffle=False, **loader_args)
 
     def train_dataloader(self) -> DataLoader:
@@ -371,7 +462,8 @@ class ColorizationDataModule(pl.LightningDataModule):
         return add_lab(batch)
 
     def state_dict(self) -> dict[str, Any]:
-        """Checkpointed state: the count of skipped samples."""
+        """Checkpointed state: the count of skipped samples (the training loader's position is
+        checkpointed by Lightning from :class:`ResumableDataLoader`)."""
         return {"skipped_samples": self.skipped_samples}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
