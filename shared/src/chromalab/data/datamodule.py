@@ -165,12 +165,11 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         """Position ``order`` after the checkpoint's last batch (the next epoch if none is left)."""
         epoch, batches = int(state_dict["epoch"]), int(state_dict["batches"])
-        if batches < len(self):
-            self.order.set_epoch(epoch)
-            self.order.start = batches * self._samples_per_batch()
-        else:
-            self.order.set_epoch(epoch + 1)
-        self._epoch, self._batches = self.order.epoch, batches if batches < len(self) else 0
+        if batches >= len(self):  # the checkpoint closed its epoch
+            epoch, batches = epoch + 1, 0
+        self.order.set_epoch(epoch)
+        self.order.start = batches * self._samples_per_batch()
+        self._epoch, self._batches = epoch, batches
 
 
 _CAPSHAPES_OPTIONS = ("max_objects", "level_probs", "canonical_prob", "canonical_colors")
