@@ -44,8 +44,18 @@ def run_ddp(
 ) -> subprocess.CompletedProcess:
     """Run a package CLI with ``args`` in 2 CPU processes under DDP; check both ranks joined."""
     ddp = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
+    # a launcher's variables in this process would make Lightning skip launching rank 1
+    launched = {
+        "LOCAL_RANK",
+        "NODE_RANK",
+        "GLOBAL_RANK",
+        "WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in launched}
     proc = subprocess.run(
-        command(*args, *ddp), capture_output=True, text=True, timeout=300, cwd=cwd
+        command(*args, *ddp), capture_output=True, text=True, timeout=300, cwd=cwd, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
+from chromalab.training import run_lightning_cli
 from cic.datamodule import CICDataModule
 from cic.module import CICModule
 
@@ -22,12 +23,7 @@ __all__ = ["main", "run"]
 
 def run(args: Sequence[str] | None = None) -> LightningCLI:
     """Run the CLI with ``args`` (default: ``sys.argv[1:]``) and return it."""
-    return LightningCLI(
-        CICModule,
-        CICDataModule,
-        args=list(args) if args is not None else None,
-        save_config_kwargs={"overwrite": True},
-    )
+    return run_lightning_cli(CICModule, CICDataModule, args)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
+from chromalab.training import run_lightning_cli
 from film_color.datamodule import FilmColorDataModule
 from film_color.module import FilmColorModule
 
@@ -27,12 +28,7 @@ __all__ = ["explain_main", "main", "run"]
 
 def run(args: Sequence[str] | None = None) -> LightningCLI:
     """Run the LightningCLI with ``args`` (default: ``sys.argv[1:]``) and return it."""
-    return LightningCLI(
-        FilmColorModule,
-        FilmColorDataModule,
-        args=list(args) if args is not None else None,
-        save_config_kwargs={"overwrite": True},
-    )
+    return run_lightning_cli(FilmColorModule, FilmColorDataModule, args)
 
 
 def _explain_parser() -> argparse.ArgumentParser:
