@@ -17,6 +17,7 @@ from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON
 from film_color.cli import main, run
 from film_color.language import Vocabulary, tokenize
 from film_color.module import FilmColorModule
+from film_color.weights import load_film_network
 from tests.training import fit, kill_and_resume, read_metrics, run_ddp
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
@@ -333,3 +334,34 @@ def test_demo_section_is_written(film_ckpt, tmp_path):
     assert Image.open(tmp_path / "assets" / "film_color" / "manipulation.png").size[0] > 5 * 32
     assert (tmp_path / "assets" / "film_color" / "activations.png").is_file()
     assert "Learning to Color from Language" in index.read_text()
+
+
+def test_init_from_a_checkpoint_of_the_same_conditioning_takes_it_whole(film_ckpt, tmp_path):
+    source = FilmColorModule.load_from_checkpoint(film_ckpt)
+    ckpt = fit_tiny(
+        tmp_path / "again",
+        "--model.init_from", str(film_ckpt),
+        "--model.lr", "1e-12",
+        "--data.capshapes_train_options", '{"max_objects": 1}',  # other captions, other words
+    )  # fmt: skip
+    module = FilmColorModule.load_from_checkpoint(ckpt)
+    # the vocabulary is the checkpoint's, not one built from this run's captions
+    assert module.vocabulary == source.vocabulary
+    # every weight came over: convolutions, readout, caption encoder and FiLM projections
+    mine, theirs = dict(module.network.named_parameters()), dict(source.network.named_parameters())
+    assert mine.keys() == theirs.keys()
+    assert any(k.startswith("caption") or "film" in k for k in mine)
+    for key, value in mine.items():
+        assert torch.allclose(value, theirs[key], atol=1e-6), key
+    # ... with a fresh optimizer: the step counter starts again
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 2
+    # another conditioning takes only the convolutional layers (the CIC path)
+    assert load_film_network(film_ckpt, "concat") is None
+    assert load_film_network(film_ckpt, "none") is None
+
+
+def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp_path):
+    with pytest.raises(ValueError, match="another size"):
+        fit_tiny(
+            tmp_path / "wider", "--model.init_from", str(film_ckpt), "--model.hidden_size", "12"
+        )

@@ -20,7 +20,8 @@
   :func:`chromalab.metrics.manipulate_batch`).
 
 The caption vocabulary is built from the training captions at the start of ``fit`` (LightningCLI
-constructs the model before the data exist) and stored in the checkpoint with the class weights,
+constructs the model before the data exist), or taken from the ``init_from`` checkpoint of the
+same conditioning, and stored in the checkpoint with the class weights,
 so ``FilmColorModule.load_from_checkpoint(path)`` rebuilds a ready model with no other file.
 """
 
@@ -45,7 +46,7 @@ from chromalab.rebalance import pixel_weights
 from cic.module import ClassRebalancing, adam_step_decay
 from film_color.language import Vocabulary
 from film_color.networks import Conditioning, FilmColorNetwork
-from film_color.weights import init_from_cic
+from film_color.weights import CHECKPOINT_KEY, init_from_cic, load_film_network
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -57,8 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Key of the film_color extras (vocabulary, input size) in a Lightning checkpoint.
-CHECKPOINT_KEY = "film_color"
 _OUTPUT_STRIDE = 4
 
 
@@ -116,8 +115,11 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         max_caption_length: captions are cut to this many tokens.
         init_from: CIC weights for the convolutional layers (§3.1): a ``cic fit`` or
             ``film-color fit`` checkpoint, or the released ``colorization_release_v2-*.pth``
-            (see :mod:`film_color.weights`). Loaded at the start of ``fit`` only, and not into
-            a model whose weights came from a checkpoint (``load_from_checkpoint``).
+            (see :mod:`film_color.weights`). A ``film-color fit`` checkpoint of the same
+            conditioning (``concat`` or ``film``) gives all its weights and its vocabulary: a
+            trained model continues with a fresh optimizer and the learning-rate settings given
+            here. Loaded at the start of ``fit`` only, and not into a model whose weights came
+            from a checkpoint (``load_from_checkpoint``).
         lam: rebalancing mix (see the module documentation; 0 = pure inverse frequency,
             1 = no rebalancing).
         sigma: Gaussian smoothing of the prior, in ab units.
@@ -248,9 +250,26 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             size = getattr(datamodule, "capshapes_size" if source == "capshapes" else "image_size")
             self.input_size = int(size) if size is not None else None
         if self.hparams.init_from and not self._restored:
-            init_from_cic(self.network.fcnn, Path(self.hparams.init_from), self.bins)
+            self._initialise_from(Path(self.hparams.init_from))
         if self.uses_captions and self.vocabulary is None:
             self.set_vocabulary(self._build_vocabulary(datamodule))
+
+    def _initialise_from(self, path: Path) -> None:
+        """``init_from``: a checkpoint of this conditioning whole, else the CIC layers (§3.1)."""
+        whole = load_film_network(path, self.hparams.conditioning)
+        if whole is None:
+            init_from_cic(self.network.fcnn, path, self.bins)
+            return
+        state, tokens = whole
+        self.set_vocabulary(Vocabulary(tokens))
+        try:
+            self.network.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{path}: a {self.hparams.conditioning} checkpoint of another size than this "
+                f"model (width, embedding_dim, hidden_size must match): {err}"
+            ) from None
+        logger.info("initialised the whole network and vocabulary from %s", path)
 
     def _build_vocabulary(self, datamodule: Any) -> Vocabulary:
         tokens = None

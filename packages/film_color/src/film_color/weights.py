@@ -21,6 +21,11 @@ Transfer rules, applied to every tensor of the target :class:`~cic.networks.CICN
   fresh initialisation and is reported as skipped;
 * anything else that does not fit (another width, a missing block) raises ``ValueError`` naming
   the tensor and both shapes.
+
+A ``film-color fit`` checkpoint of a caption-conditioned model with the *same* conditioning is
+taken whole instead (:func:`load_film_network`): every network weight (convolutions, readout,
+caption encoder, FiLM/CONCAT layers) and the vocabulary. That is how a run goes on with a new
+optimizer or learning-rate schedule, which ``--ckpt_path`` (an exact resume) does not allow.
 """
 
 from __future__ import annotations
@@ -35,9 +40,19 @@ from torch import Tensor, nn
 from chromalab.bins import ABBins
 from cic.networks import CICNetwork
 
-__all__ = ["TransferReport", "init_from_cic", "load_cic_state", "transfer_cic_weights"]
+__all__ = [
+    "CHECKPOINT_KEY",
+    "TransferReport",
+    "init_from_cic",
+    "load_cic_state",
+    "load_film_network",
+    "transfer_cic_weights",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Key of the film_color extras (vocabulary, input size) in a Lightning checkpoint.
+CHECKPOINT_KEY = "film_color"
 
 
 @dataclass
@@ -49,12 +64,7 @@ class TransferReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def load_cic_state(path: str | Path) -> tuple[dict[str, Tensor], Tensor | None]:
-    """The CIC network ``state_dict`` (``CICNetwork`` key names) and bin centres of ``path``.
-
-    Returns:
-        ``(state, centers)``; ``centers`` ``(Q, 2)`` is ``None`` when the file has none.
-    """
+def _load_blob(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -66,6 +76,44 @@ def load_cic_state(path: str | Path) -> tuple[dict[str, Tensor], Tensor | None]:
         raise ValueError(
             f"{path}: expected a checkpoint or a state_dict, got {type(blob).__name__}"
         )
+    return blob
+
+
+def load_film_network(
+    path: str | Path, conditioning: str
+) -> tuple[dict[str, Tensor], list[str]] | None:
+    """The whole :class:`~film_color.networks.FilmColorNetwork` state and the vocabulary of a
+    ``film-color fit`` checkpoint whose model uses ``conditioning`` (``concat`` or ``film``).
+
+    Returns:
+        ``(state, vocabulary tokens)``, or ``None`` when ``path`` is anything else (another
+        conditioning, an FCNN, a ``cic`` checkpoint, the released weights): those give only
+        their convolutional layers, through :func:`init_from_cic`.
+    """
+    blob = _load_blob(path)
+    extras = blob.get(CHECKPOINT_KEY)
+    hparams = blob.get("hyper_parameters") or {}
+    if (
+        conditioning == "none"
+        or "state_dict" not in blob
+        or not isinstance(extras, dict)
+        or extras.get("vocabulary") is None
+        or hparams.get("conditioning") != conditioning
+    ):
+        return None
+    prefix = "network."
+    state = {k[len(prefix) :]: v for k, v in blob["state_dict"].items() if k.startswith(prefix)}
+    return state, list(extras["vocabulary"])
+
+
+def load_cic_state(path: str | Path) -> tuple[dict[str, Tensor], Tensor | None]:
+    """The CIC network ``state_dict`` (``CICNetwork`` key names) and bin centres of ``path``.
+
+    Returns:
+        ``(state, centers)``; ``centers`` ``(Q, 2)`` is ``None`` when the file has none.
+    """
+    path = Path(path)
+    blob = _load_blob(path)
     if "state_dict" in blob:
         full = blob["state_dict"]
         prefix = "network.fcnn." if any(k.startswith("network.fcnn.") for k in full) else "network."
