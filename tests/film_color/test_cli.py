@@ -17,7 +17,7 @@ from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON
 from film_color.cli import main, run
 from film_color.language import Vocabulary, tokenize
 from film_color.module import FilmColorModule
-from film_color.weights import load_film_network
+from film_color.weights import film_network_state, read_weights
 from tests.training import fit, kill_and_resume, read_metrics, run_ddp
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
@@ -356,8 +356,8 @@ def test_init_from_a_checkpoint_of_the_same_conditioning_takes_it_whole(film_ckp
     # ... with a fresh optimizer: the step counter starts again
     assert torch.load(ckpt, weights_only=True)["global_step"] == 2
     # another conditioning takes only the convolutional layers (the CIC path)
-    assert load_film_network(film_ckpt, "concat") is None
-    assert load_film_network(film_ckpt, "none") is None
+    assert film_network_state(read_weights(film_ckpt), "concat") is None
+    assert film_network_state(read_weights(film_ckpt), "none") is None
 
 
 def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp_path):

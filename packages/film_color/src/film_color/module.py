@@ -46,7 +46,12 @@ from chromalab.rebalance import pixel_weights
 from cic.module import ClassRebalancing, adam_step_decay
 from film_color.language import Vocabulary
 from film_color.networks import Conditioning, FilmColorNetwork
-from film_color.weights import CHECKPOINT_KEY, init_from_cic, load_film_network
+from film_color.weights import (
+    CHECKPOINT_KEY,
+    film_network_state,
+    init_from_cic,
+    read_weights,
+)
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -256,9 +261,10 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
 
     def _initialise_from(self, path: Path) -> None:
         """``init_from``: a checkpoint of this conditioning whole, else the CIC layers (§3.1)."""
-        whole = load_film_network(path, self.hparams.conditioning)
+        blob = read_weights(path)
+        whole = film_network_state(blob, self.hparams.conditioning)
         if whole is None:
-            init_from_cic(self.network.fcnn, path, self.bins)
+            init_from_cic(self.network.fcnn, path, self.bins, blob)
             return
         state, tokens = whole
         self.set_vocabulary(Vocabulary(tokens))

@@ -23,7 +23,7 @@ Transfer rules, applied to every tensor of the target :class:`~cic.networks.CICN
   the tensor and both shapes.
 
 A ``film-color fit`` checkpoint of a caption-conditioned model with the *same* conditioning is
-taken whole instead (:func:`load_film_network`): every network weight (convolutions, readout,
+taken whole instead (:func:`film_network_state`): every network weight (convolutions, readout,
 caption encoder, FiLM/CONCAT layers) and the vocabulary. That is how a run goes on with a new
 optimizer or learning-rate schedule, which ``--ckpt_path`` (an exact resume) does not allow.
 """
@@ -44,8 +44,9 @@ __all__ = [
     "CHECKPOINT_KEY",
     "TransferReport",
     "init_from_cic",
+    "film_network_state",
     "load_cic_state",
-    "load_film_network",
+    "read_weights",
     "transfer_cic_weights",
 ]
 
@@ -64,7 +65,9 @@ class TransferReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def _load_blob(path: str | Path) -> dict:
+def read_weights(path: str | Path) -> dict:
+    """The dictionary saved in ``path`` (a Lightning checkpoint or a bare ``state_dict``), on
+    the CPU; read once and handed to the functions below."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -79,18 +82,16 @@ def _load_blob(path: str | Path) -> dict:
     return blob
 
 
-def load_film_network(
-    path: str | Path, conditioning: str
-) -> tuple[dict[str, Tensor], list[str]] | None:
+def film_network_state(blob: dict, conditioning: str) -> tuple[dict[str, Tensor], list[str]] | None:
     """The whole :class:`~film_color.networks.FilmColorNetwork` state and the vocabulary of a
-    ``film-color fit`` checkpoint whose model uses ``conditioning`` (``concat`` or ``film``).
+    ``film-color fit`` checkpoint (:func:`read_weights`) whose model uses ``conditioning``
+    (``concat`` or ``film``).
 
     Returns:
-        ``(state, vocabulary tokens)``, or ``None`` when ``path`` is anything else (another
+        ``(state, vocabulary tokens)``, or ``None`` when ``blob`` is anything else (another
         conditioning, an FCNN, a ``cic`` checkpoint, the released weights): those give only
         their convolutional layers, through :func:`init_from_cic`.
     """
-    blob = _load_blob(path)
     extras = blob.get(CHECKPOINT_KEY)
     hparams = blob.get("hyper_parameters") or {}
     if (
@@ -106,14 +107,18 @@ def load_film_network(
     return state, list(extras["vocabulary"])
 
 
-def load_cic_state(path: str | Path) -> tuple[dict[str, Tensor], Tensor | None]:
+def load_cic_state(
+    path: str | Path, blob: dict | None = None
+) -> tuple[dict[str, Tensor], Tensor | None]:
     """The CIC network ``state_dict`` (``CICNetwork`` key names) and bin centres of ``path``.
+
+    ``blob``: the file's contents when already read (:func:`read_weights`).
 
     Returns:
         ``(state, centers)``; ``centers`` ``(Q, 2)`` is ``None`` when the file has none.
     """
     path = Path(path)
-    blob = _load_blob(path)
+    blob = read_weights(path) if blob is None else blob
     if "state_dict" in blob:
         full = blob["state_dict"]
         prefix = "network.fcnn." if any(k.startswith("network.fcnn.") for k in full) else "network."
@@ -202,9 +207,12 @@ def transfer_cic_weights(
     return report
 
 
-def init_from_cic(target: CICNetwork, path: str | Path, bins: ABBins) -> TransferReport:
-    """Initialise ``target`` from the CIC weights in ``path`` (see :func:`load_cic_state`)."""
-    state, centers = load_cic_state(path)
+def init_from_cic(
+    target: CICNetwork, path: str | Path, bins: ABBins, blob: dict | None = None
+) -> TransferReport:
+    """Initialise ``target`` from the CIC weights in ``path`` (see :func:`load_cic_state`;
+    ``blob``: the file's contents when already read)."""
+    state, centers = load_cic_state(path, blob)
     report = transfer_cic_weights(target, state, centers, bins, source=str(path))
     logger.info(
         "initialised the FCNN from %s: %d copied, %d widened (zero language channels), "
