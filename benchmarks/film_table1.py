@@ -28,9 +28,12 @@ A fourth row, FILM trained longer on captions that name more colours (``--long-s
 default, 0 to leave it out), goes beyond the paper's recipe to show how far more steps and a
 richer training distribution move the manipulation accuracy. From scratch on 2 CPU cores the
 four runs take about 80 minutes; finished runs are reused, interrupted ones resumed.
+``--checkpoint LABEL=PATH`` (repeatable) adds rows for models trained elsewhere, e.g. a FILM
+continued for many more steps with ``--model.init_from``; their ``train steps`` count every
+step behind the weights, across such continuations (:func:`film_color.weights.trained_steps`).
 
     python benchmarks/film_table1.py [--fcnn-steps 4000] [--steps N] [--long-steps 8000]
-        [--retrain] [--scenes 512]
+        [--retrain] [--scenes 512] [--checkpoint LABEL=PATH ...]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from _common import machine_description, markdown_table, write_results
 from film_color.datamodule import FilmColorDataModule
 from film_color.demo import train_or_reuse, validate
 from film_color.module import FilmColorModule
+from film_color.weights import read_weights, trained_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "outputs" / "film_color-bench"
@@ -60,9 +64,9 @@ LONG_FILM_ARGS = [
 ]  # fmt: skip
 #: Table 1 of the paper (MSCOCO val; manipulation: humans choosing among three outputs).
 PAPER = {
-    "FCNN": {"acc@1": 15.4, "acc@5": 45.8, "manip": None},
-    "CONCAT": {"acc@1": 17.9, "acc@5": 50.3, "manip": 77.4},
-    "FILM": {"acc@1": 23.7, "acc@5": 60.5, "manip": 81.2},
+    "none": {"acc@1": 15.4, "acc@5": 45.8, "manip": None},
+    "concat": {"acc@1": 17.9, "acc@5": 50.3, "manip": 77.4},
+    "film": {"acc@1": 23.7, "acc@5": 60.5, "manip": 81.2},
 }
 
 
@@ -85,6 +89,16 @@ def coco_accuracy(ckpt: str, captions: str, image_root: str | None, limit: int) 
     return {k: float(metrics[f"val/{k}"]) for k in ("acc@1", "acc@5")}
 
 
+def parse_labelled(item: str) -> tuple[str, Path]:
+    """``LABEL=PATH`` of ``--checkpoint``, the file checked to exist."""
+    label, sep, path = item.partition("=")
+    if not sep or not label or not path:
+        raise SystemExit(f"--checkpoint takes LABEL=PATH, got {item!r}")
+    if not Path(path).is_file():
+        raise SystemExit(f"--checkpoint {item}: no such file")
+    return label, Path(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fcnn-steps", type=int, default=4000, help="FCNN training steps")
@@ -103,7 +117,15 @@ def main() -> None:
     parser.add_argument(
         "--coco-ckpt", nargs="*", default=[], help="none=PATH concat=PATH film=PATH"
     )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="evaluate this film-color checkpoint as one more row (repeatable)",
+    )
     args = parser.parse_args()
+    given = dict(parse_labelled(item) for item in args.checkpoint)
     torch.set_num_threads(args.threads)
     coco_ckpts = dict(item.split("=", 1) for item in args.coco_ckpt)
 
@@ -115,20 +137,26 @@ def main() -> None:
         runs[conditioning] = train_or_reuse(
             RUNS / conditioning, conditioning, args.steps, args.retrain, init
         )
-    models = dict(MODELS)
+    models = {name: (conditioning, conditioning) for name, conditioning in MODELS.items()}
     if args.long_steps > 0:
         init = ["--model.init_from", str(fcnn_ckpt), *LONG_FILM_ARGS]
         runs["film-long"] = train_or_reuse(
             RUNS / "film-long", "film", args.long_steps, args.retrain, init
         )
-        models[LONG_FILM] = "film-long"
-    for name, conditioning in models.items():
-        ckpt, seconds = runs[conditioning]
-        steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+        models[LONG_FILM] = ("film-long", "film")
+    for label, path in given.items():
+        conditioning = read_weights(path).get("hyper_parameters", {}).get("conditioning")
+        if conditioning not in PAPER:
+            raise SystemExit(f"--checkpoint {label}={path}: not a film-color fit checkpoint")
+        runs[label] = (path, None)
+        models[label] = (label, conditioning)
+    for name, (run, conditioning) in models.items():
+        ckpt, seconds = runs[run]
+        steps = trained_steps(read_weights(ckpt))
         start = time.perf_counter()
         metrics = validate(ckpt, args.scenes)
         eval_seconds = time.perf_counter() - start
-        paper = PAPER.get(name, PAPER["FILM"])
+        paper = PAPER[conditioning]
         row = {
             "model": name,
             "acc@1 (%)": 100 * metrics["acc@1"],
@@ -144,15 +172,18 @@ def main() -> None:
         }
         if args.coco_val:
             coco = (
-                coco_accuracy(coco_ckpts[conditioning], args.coco_val, args.coco_image_root,
+                coco_accuracy(coco_ckpts[run], args.coco_val, args.coco_image_root,
                               args.coco_batches)
-                if conditioning in coco_ckpts else {"acc@1": float("nan"), "acc@5": float("nan")}
+                if run in coco_ckpts else {"acc@1": float("nan"), "acc@5": float("nan")}
             )  # fmt: skip
             row["COCO val acc@1 (%)"] = 100 * coco["acc@1"]
             row["COCO val acc@5 (%)"] = 100 * coco["acc@5"]
         rows.append(row)
-        extra = "" if conditioning == "none" else " after the FCNN's"
-        budget.append(f"{name}: {steps} steps, {row['train time (s)']:.0f} s{extra}")
+        if name in given:
+            budget.append(f"{name}: {steps} steps, given as {ckpt}")
+        else:
+            extra = "" if conditioning == "none" else " after the FCNN's"
+            budget.append(f"{name}: {steps} steps, {row['train time (s)']:.0f} s{extra}")
         print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'model'})}")
         print(f"  (validation took {eval_seconds:.0f} s)")
 
@@ -178,6 +209,18 @@ def main() -> None:
                 "",
             ]
             if LONG_FILM in models
+            else []
+        ),
+        *(
+            [
+                "Rows "
+                + ", ".join(f"'{label}'" for label in given)
+                + " are checkpoints given with `--checkpoint`, trained outside this script; "
+                "their train steps count every optimizer step behind the weights, across "
+                "`--model.init_from` continuations.",
+                "",
+            ]
+            if given
             else []
         ),
         f"Evaluation: {args.scenes} CapShapes validation scenes (seed 1). acc@k over the 625 "

@@ -17,7 +17,7 @@ from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON
 from film_color.cli import main, run
 from film_color.language import Vocabulary, tokenize
 from film_color.module import FilmColorModule
-from film_color.weights import film_network_state, read_weights
+from film_color.weights import film_network_state, read_weights, trained_steps
 from tests.training import fit, kill_and_resume, read_metrics, run_ddp
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
@@ -358,6 +358,29 @@ def test_init_from_a_checkpoint_of_the_same_conditioning_takes_it_whole(film_ckp
     # another conditioning takes only the convolutional layers (the CIC path)
     assert film_network_state(read_weights(film_ckpt), "concat") is None
     assert film_network_state(read_weights(film_ckpt), "none") is None
+
+
+def test_init_from_continuations_count_the_steps_behind_the_weights(film_ckpt, tmp_path):
+    first = torch.load(film_ckpt, weights_only=True)["global_step"]
+    assert first > 0 and trained_steps(read_weights(film_ckpt)) == first
+    again = fit_tiny(tmp_path / "again", "--model.init_from", str(film_ckpt))
+    third = fit_tiny(tmp_path / "third", "--model.init_from", str(again))
+    steps = [torch.load(c, weights_only=True)["global_step"] for c in (again, third)]
+    assert trained_steps(read_weights(again)) == first + steps[0]
+    assert trained_steps(read_weights(third)) == first + steps[0] + steps[1]
+    module = FilmColorModule.load_from_checkpoint(third)
+    assert module.steps_before == first + steps[0] and module.total_steps == module.steps_before
+    # resuming a continuation (not init_from again) keeps the count of the steps before it
+    resumed = fit_tiny(
+        tmp_path / "third", "--ckpt_path", str(third), "--trainer.max_steps", str(steps[1] + 1)
+    )
+    assert trained_steps(read_weights(resumed)) == first + steps[0] + steps[1] + 1
+    # weights taken layer by layer from another conditioning are not counted
+    concat = fit_tiny(
+        tmp_path / "concat", "--model.conditioning", "concat", "--model.init_from", str(film_ckpt)
+    )
+    blob = read_weights(concat)
+    assert trained_steps(blob) == blob["global_step"]
 
 
 def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp_path):

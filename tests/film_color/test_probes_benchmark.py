@@ -48,3 +48,13 @@ def test_rows_of_a_tiny_film_model(probes, tmp_path, monkeypatch):
     shape = probes.shape_probe(module, scenes=40)
     assert list(shape) == [f"shape probe: block {b} (%)" for b in range(1, 9)]
     assert all(math.isfinite(v) and 0 <= v <= 100 for v in shape.values())
+
+
+def test_table1_takes_labelled_checkpoints(tmp_path):
+    with benchmark_module("film_table1") as table:
+        ckpt = tmp_path / "epoch=0-step=4000.ckpt"  # Lightning's names hold "=" too
+        ckpt.write_bytes(b"")
+        assert table.parse_labelled(f"FILM, longer={ckpt}") == ("FILM, longer", ckpt)
+        for bad in (str(ckpt), f"={ckpt}", "FILM=", f"FILM={tmp_path / 'missing.ckpt'}"):
+            with pytest.raises(SystemExit):
+                table.parse_labelled(bad)

@@ -51,6 +51,7 @@ from film_color.weights import (
     film_network_state,
     init_from_cic,
     read_weights,
+    trained_steps,
 )
 
 __all__ = [
@@ -179,6 +180,9 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         self.vocabulary: Vocabulary | None = None
         #: side of the square images the model was trained on (set by ``fit``, checkpointed)
         self.input_size: int | None = None
+        #: optimizer steps of the checkpoints this model continued through ``init_from``
+        #: (checkpointed; :attr:`total_steps` adds this run's)
+        self.steps_before = 0
         # set once weights come from a checkpoint: init_from must not overwrite them
         self._restored = False
         self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
@@ -268,6 +272,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             return
         state, tokens = whole
         self.set_vocabulary(Vocabulary(tokens))
+        self.steps_before = trained_steps(blob)
         try:
             self.network.load_state_dict(state)
         except RuntimeError as err:
@@ -275,7 +280,11 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
                 f"{path}: a {self.hparams.conditioning} checkpoint of another size than this "
                 f"model (width, embedding_dim, hidden_size must match): {err}"
             ) from None
-        logger.info("initialised the whole network and vocabulary from %s", path)
+        logger.info(
+            "initialised the whole network and vocabulary from %s (%d steps trained)",
+            path,
+            self.steps_before,
+        )
 
     def _build_vocabulary(self, datamodule: Any) -> Vocabulary:
         tokens = None
@@ -303,6 +312,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "vocabulary": None if self.vocabulary is None else self.vocabulary.to_list(),
             "input_size": self.input_size,
+            "steps_before": self.steps_before,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -316,7 +326,13 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
                 f"is {self.hparams.conditioning!r}"
             )
         self.input_size = extras.get("input_size")
+        self.steps_before = int(extras.get("steps_before") or 0)
         self._restored = True
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps behind the current weights, across ``init_from`` continuations."""
+        return self.steps_before + self.global_step
 
     def on_fit_start(self) -> None:
         self.set_class_weights()

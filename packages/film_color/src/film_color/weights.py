@@ -47,12 +47,14 @@ __all__ = [
     "film_network_state",
     "load_cic_state",
     "read_weights",
+    "trained_steps",
     "transfer_cic_weights",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Key of the film_color extras (vocabulary, input size) in a Lightning checkpoint.
+#: Key of the film_color extras (vocabulary, input size, steps before init_from) in a Lightning
+#: checkpoint.
 CHECKPOINT_KEY = "film_color"
 
 
@@ -105,6 +107,15 @@ def film_network_state(blob: dict, conditioning: str) -> tuple[dict[str, Tensor]
     prefix = "network."
     state = {k[len(prefix) :]: v for k, v in blob["state_dict"].items() if k.startswith(prefix)}
     return state, list(extras["vocabulary"])
+
+
+def trained_steps(blob: dict) -> int:
+    """Optimizer steps behind the weights of a ``film-color fit`` checkpoint (:func:`read_weights`):
+    its own ``global_step`` plus those of the checkpoints it continued through ``init_from``
+    (:func:`film_network_state`), which restarts the step counter. 0 for other weights."""
+    extras = blob.get(CHECKPOINT_KEY)
+    before = extras.get("steps_before", 0) if isinstance(extras, dict) else 0
+    return int(blob.get("global_step", 0)) + int(before or 0)
 
 
 def load_cic_state(
