@@ -213,10 +213,9 @@ def main() -> None:
         ),
         *(
             [
-                "Rows "
+                "Given with `--checkpoint`, trained outside this script: "
                 + ", ".join(f"'{label}'" for label in given)
-                + " are checkpoints given with `--checkpoint`, trained outside this script; "
-                "their train steps count every optimizer step behind the weights, across "
+                + ". Their train steps count every optimizer step behind the weights, across "
                 "`--model.init_from` continuations.",
                 "",
             ]
