@@ -99,6 +99,14 @@ def parse_labelled(item: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
+def checkpoint_conditioning(blob: dict, what: str) -> str:
+    """``none``, ``concat`` or ``film``: the model of a ``film-color fit`` checkpoint."""
+    conditioning = (blob.get("hyper_parameters") or {}).get("conditioning")
+    if conditioning not in PAPER:
+        raise SystemExit(f"{what}: not a film-color fit checkpoint")
+    return conditioning
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fcnn-steps", type=int, default=4000, help="FCNN training steps")
@@ -126,6 +134,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     given = dict(parse_labelled(item) for item in args.checkpoint)
+    for label, path in given.items():  # fail before any training, not after it
+        checkpoint_conditioning(read_weights(path), f"--checkpoint {label}={path}")
     torch.set_num_threads(args.threads)
     coco_ckpts = dict(item.split("=", 1) for item in args.coco_ckpt)
 
@@ -137,22 +147,21 @@ def main() -> None:
         runs[conditioning] = train_or_reuse(
             RUNS / conditioning, conditioning, args.steps, args.retrain, init
         )
-    models = {name: (conditioning, conditioning) for name, conditioning in MODELS.items()}
+    models = dict(MODELS)  # row name -> key of ``runs``
     if args.long_steps > 0:
         init = ["--model.init_from", str(fcnn_ckpt), *LONG_FILM_ARGS]
         runs["film-long"] = train_or_reuse(
             RUNS / "film-long", "film", args.long_steps, args.retrain, init
         )
-        models[LONG_FILM] = ("film-long", "film")
+        models[LONG_FILM] = "film-long"
     for label, path in given.items():
-        conditioning = read_weights(path).get("hyper_parameters", {}).get("conditioning")
-        if conditioning not in PAPER:
-            raise SystemExit(f"--checkpoint {label}={path}: not a film-color fit checkpoint")
         runs[label] = (path, None)
-        models[label] = (label, conditioning)
-    for name, (run, conditioning) in models.items():
+        models[label] = label
+    for name, run in models.items():
         ckpt, seconds = runs[run]
-        steps = trained_steps(read_weights(ckpt))
+        blob = read_weights(ckpt)
+        conditioning = checkpoint_conditioning(blob, f"{name}: {ckpt}")
+        steps = trained_steps(blob)
         start = time.perf_counter()
         metrics = validate(ckpt, args.scenes)
         eval_seconds = time.perf_counter() - start

@@ -114,7 +114,7 @@ def trained_steps(blob: dict) -> int:
     its own ``global_step`` plus those of the checkpoints it continued through ``init_from``
     (:func:`film_network_state`), which restarts the step counter. 0 for other weights."""
     extras = blob.get(CHECKPOINT_KEY)
-    before = extras.get("steps_before", 0) if isinstance(extras, dict) else 0
+    before = extras.get("steps_before") if isinstance(extras, dict) else None
     return int(blob.get("global_step", 0)) + int(before or 0)
 
 
