@@ -9,8 +9,15 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from chromalab.bins import ABBins
+from chromalab.color import lab_to_rgb
 from chromalab.data.capshapes import CapShapes
-from chromalab.metrics.caption import CaptionConsistency, manipulate_batch, manipulation_accuracy
+from chromalab.metrics.caption import (
+    CaptionConsistency,
+    manipulate_batch,
+    manipulation_accuracy,
+    output_grid_ceiling,
+)
 from chromalab.text import (
     CHROMATIC_COLORS,
     COLOR_LEXICON,
@@ -253,3 +260,49 @@ class TestManipulation:
             lambda m: paint(m["masks"], m["color_ids"]), scarce, random.Random(0)
         )
         assert math.isnan(float(result))
+
+
+def _thin_object_scene() -> dict:
+    """16x16: object 0 red on columns 0-6, object 1 a blue 1-pixel column at x = 7."""
+    red, blue = color_index("red"), color_index("blue")
+    lab = torch.zeros(1, 3, 16, 16)
+    lab[:, 0] = 50.0
+    lab[0, 1:, :, :7] = torch.tensor(COLOR_LEXICON[red].ab)[:, None, None]
+    lab[0, 1:, :, 7] = torch.tensor(COLOR_LEXICON[blue].ab)[:, None]
+    masks = torch.zeros(1, 2, 16, 16, dtype=torch.bool)
+    masks[0, 0, :, :7] = True
+    masks[0, 1, :, 7] = True
+    ids = torch.tensor([[red, blue]])
+    return {"rgb": lab_to_rgb(lab), "masks": masks, "color_ids": ids, "level": ["complete"]}
+
+
+def test_output_grid_ceiling_loses_what_a_coarse_grid_blurs_away():
+    scene = _thin_object_scene()
+    assert float(output_grid_ceiling([scene], 1)) == 1.0
+    # x 4-7 is one cell at stride 4: three red columns outvote the blue one.
+    assert float(output_grid_ceiling([scene], 4)) == 0.5
+    assert float(output_grid_ceiling([scene], 4, ABBins.grid(25, 10))) == 0.5
+
+
+def test_output_grid_ceiling_on_capshapes_rises_with_the_scene_resolution():
+    def batches(size):
+        scenes = CapShapes(length=64, size=size, seed=1)
+        items = [scenes[i] for i in range(len(scenes))]
+        return [default_collate(items[i : i + 32]) for i in (0, 32)]
+
+    bins = ABBins.grid(25, 10)
+    assert float(output_grid_ceiling(batches(64), 1, bins)) == pytest.approx(1.0, abs=0.01)
+    coarse = float(output_grid_ceiling(batches(64), 4, bins))
+    fine = float(output_grid_ceiling(batches(128), 4, bins))  # the same scenes, drawn larger
+    assert coarse < 0.99
+    assert fine > coarse
+
+
+def test_output_grid_ceiling_rejects_bad_strides():
+    scene = _thin_object_scene()
+    with pytest.raises(ValueError, match="stride must be"):
+        output_grid_ceiling([scene], 0)
+    with pytest.raises(ValueError, match="not a multiple"):
+        output_grid_ceiling([scene], 5)
+    with pytest.raises(ValueError, match="no batches"):
+        output_grid_ceiling([], 4)

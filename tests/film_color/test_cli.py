@@ -17,7 +17,12 @@ from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON
 from film_color.cli import main, run
 from film_color.language import Vocabulary, tokenize
 from film_color.module import FilmColorModule
-from film_color.weights import film_network_state, read_weights, trained_steps
+from film_color.weights import (
+    film_network_state,
+    read_weights,
+    trained_scene_size,
+    trained_steps,
+)
 from tests.training import fit, kill_and_resume, read_metrics, run_ddp
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
@@ -388,3 +393,24 @@ def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp
         fit_tiny(
             tmp_path / "wider", "--model.init_from", str(film_ckpt), "--model.hidden_size", "12"
         )
+
+
+def test_validation_draws_the_scenes_at_the_trained_size(film_ckpt, monkeypatch):
+    from film_color import demo
+
+    assert trained_scene_size(read_weights(film_ckpt)) == 32  # tiny.yaml's capshapes_size
+    assert trained_scene_size({"datamodule_hyper_parameters": {"source": "captions"}}) is None
+    assert trained_scene_size({}) is None
+    sizes = []
+    data = demo._validation_data
+
+    def recording(scenes, size, batch_size):
+        sizes.append(size)
+        return data(scenes, size, batch_size)
+
+    monkeypatch.setattr(demo, "_validation_data", recording)
+    metrics = demo.validate(film_ckpt, scenes=8)
+    assert 0.0 <= metrics["manipulation_accuracy"] <= 1.0
+    demo.validate(film_ckpt, scenes=8, size=48)
+    assert 0.0 <= demo.grid_ceiling(scenes=8, size=32) <= 1.0
+    assert sizes == [32, 48, 32]

@@ -32,7 +32,10 @@ from torch import Tensor, nn
 
 from chromalab.color import normalize_l
 
-__all__ = ["BlockHook", "CICNetwork"]
+__all__ = ["OUTPUT_STRIDE", "BlockHook", "CICNetwork"]
+
+#: Input pixels per output cell along each side: class scores come out at 1/4 resolution.
+OUTPUT_STRIDE = 4
 
 #: ``hook(block_index, output) -> output``: applied to each block's output (0-based index).
 BlockHook = Callable[[int, Tensor], Tensor]

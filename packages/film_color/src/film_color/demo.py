@@ -30,18 +30,24 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from chromalab.bins import ABBins
 from chromalab.color import rgb_to_lab
 from chromalab.data import CapShapes
 from chromalab.io import recombine
+from chromalab.metrics import output_grid_ceiling
 from chromalab.report import Report, image_grid, metrics_table
 from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON, find_color_words, swap_color_words
+from cic.networks import OUTPUT_STRIDE
 from film_color.datamodule import FilmColorDataModule
 from film_color.explain import activation_maps, overlay
 from film_color.module import FilmColorModule
+from film_color.networks import GRID_SIZE, GRID_STEP
+from film_color.weights import read_weights, trained_scene_size
 
 __all__ = [
     "CAPSHAPES_CONFIG",
     "caption_variants",
+    "grid_ceiling",
     "last_checkpoint",
     "main",
     "train_fcnn_then",
@@ -149,16 +155,27 @@ def train_fcnn_then(
     return runs
 
 
-def validate(ckpt: Path, scenes: int = 512, size: int = 64, batch_size: int = 64) -> dict:
-    """Validation metrics of a checkpoint on ``scenes`` CapShapes validation scenes."""
-    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu")
-    data = FilmColorDataModule(
+def _validation_data(scenes: int, size: int, batch_size: int) -> FilmColorDataModule:
+    return FilmColorDataModule(
         source="capshapes",
         capshapes_size=size,
         image_size=size,
         batch_size=batch_size,
+        eval_batch_size=batch_size,
         capshapes_val_length=scenes,
     )
+
+
+def validate(ckpt: Path, scenes: int = 512, size: int | None = None, batch_size: int = 64) -> dict:
+    """Validation metrics of a checkpoint on ``scenes`` CapShapes validation scenes.
+
+    ``size`` is the side the scenes are drawn at; by default the one the checkpoint was trained
+    on (:func:`film_color.weights.trained_scene_size`, 64 for other data). The scenes are the
+    same at every size, only drawn at another resolution.
+    """
+    if size is None:
+        size = trained_scene_size(read_weights(ckpt)) or 64
+    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu")
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -167,8 +184,19 @@ def validate(ckpt: Path, scenes: int = 512, size: int = 64, batch_size: int = 64
         enable_model_summary=False,
         enable_checkpointing=False,
     )
+    data = _validation_data(scenes, size, batch_size)
     (metrics,) = trainer.validate(module, datamodule=data, verbose=False)
     return {k.removeprefix("val/"): float(v) for k, v in metrics.items()}
+
+
+def grid_ceiling(scenes: int = 512, size: int = 64, batch_size: int = 64) -> float:
+    """The best caption consistency a FCNN/CONCAT/FILM can be measured at on the validation
+    scenes of :func:`validate` drawn at ``size``: the true colours seen through the networks'
+    output grid (1/4 of the input, 625 classes; :func:`chromalab.metrics.output_grid_ceiling`)."""
+    data = _validation_data(scenes, size, batch_size)
+    data.setup("validate")
+    bins = ABBins.grid(GRID_SIZE, GRID_STEP)
+    return float(output_grid_ceiling(data.val_dataloader(), OUTPUT_STRIDE, bins))
 
 
 def caption_variants(caption: str, count: int = 3) -> list[str]:

@@ -44,8 +44,9 @@ from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
 from chromalab.rebalance import pixel_weights
 from cic.module import ClassRebalancing, adam_step_decay
+from cic.networks import OUTPUT_STRIDE
 from film_color.language import Vocabulary
-from film_color.networks import Conditioning, FilmColorNetwork
+from film_color.networks import GRID_SIZE, GRID_STEP, Conditioning, FilmColorNetwork
 from film_color.weights import (
     CHECKPOINT_KEY,
     film_network_state,
@@ -64,8 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_OUTPUT_STRIDE = 4
-
 
 def downsample_ab(ab: Tensor, size: Sequence[int]) -> Tensor:
     """Area-average ab ``(B, 2, H, W)`` to ``size`` (the network's output resolution)."""
@@ -76,7 +75,7 @@ def downsample_ab(ab: Tensor, size: Sequence[int]) -> Tensor:
 
 def output_grid_ab(ab: Tensor) -> Tensor:
     """ab ``(B, 2, H, W)`` area-averaged to the network's output grid ``(H/4, W/4)``."""
-    return downsample_ab(ab, (ab.shape[2] // _OUTPUT_STRIDE, ab.shape[3] // _OUTPUT_STRIDE))
+    return downsample_ab(ab, (ab.shape[2] // OUTPUT_STRIDE, ab.shape[3] // OUTPUT_STRIDE))
 
 
 def training_captions(dataset: Any, limit: int) -> Iterator[str]:
@@ -173,7 +172,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
                 f"{max_caption_length}"
             )
         self.save_hyperparameters()
-        self.bins = ABBins.grid(25, 10.0)
+        self.bins = ABBins.grid(GRID_SIZE, GRID_STEP)
         self.network = FilmColorNetwork(
             conditioning, width, None, embedding_dim, hidden_size, self.bins.num_bins
         )

@@ -27,12 +27,21 @@ from torch import Tensor, nn
 from cic.networks import CICNetwork
 from film_color.language import CaptionEncoder
 
-__all__ = ["CONDITIONINGS", "Conditioning", "FiLM", "FilmColorNetwork", "NUM_CLASSES"]
+__all__ = [
+    "CONDITIONINGS",
+    "GRID_SIZE",
+    "GRID_STEP",
+    "NUM_CLASSES",
+    "Conditioning",
+    "FiLM",
+    "FilmColorNetwork",
+]
 
 Conditioning = Literal["none", "concat", "film"]
 CONDITIONINGS: tuple[str, ...] = ("none", "concat", "film")
-#: 25 x 25 quantized ab grid of §2.2.
-NUM_CLASSES = 625
+#: The quantized ab grid of §2.2: 25 x 25 bins of side 10 (:meth:`chromalab.bins.ABBins.grid`).
+GRID_SIZE, GRID_STEP = 25, 10.0
+NUM_CLASSES = GRID_SIZE**2
 
 
 class FiLM(nn.Module):

@@ -47,6 +47,7 @@ __all__ = [
     "film_network_state",
     "load_cic_state",
     "read_weights",
+    "trained_scene_size",
     "trained_steps",
     "transfer_cic_weights",
 ]
@@ -116,6 +117,15 @@ def trained_steps(blob: dict) -> int:
     extras = blob.get(CHECKPOINT_KEY)
     before = extras.get("steps_before") if isinstance(extras, dict) else None
     return int(blob.get("global_step", 0)) + int(before or 0)
+
+
+def trained_scene_size(blob: dict) -> int | None:
+    """Side of the CapShapes scenes a ``film-color fit`` checkpoint was trained on (the data
+    module's ``capshapes_size``), or ``None`` when it was trained on other data."""
+    data = blob.get("datamodule_hyper_parameters")
+    if not isinstance(data, dict) or data.get("source") != "capshapes":
+        return None
+    return int(data.get("capshapes_size") or 64)
 
 
 def load_cic_state(

@@ -6,11 +6,17 @@
 * :func:`psnr_ssim_metrics`, :class:`LPIPS`, :class:`FID` — image-quality metrics; LPIPS and
   FID load backbones from local files only.
 * :class:`CaptionConsistency` — language grounding on CapShapes; :func:`manipulation_accuracy`
-  for the caption-manipulation study.
+  for the caption-manipulation study; :func:`output_grid_ceiling` for what a coarse output
+  grid lets a model reach.
 """
 
 from chromalab.metrics.accuracy import ABAccuracy
-from chromalab.metrics.caption import CaptionConsistency, manipulate_batch, manipulation_accuracy
+from chromalab.metrics.caption import (
+    CaptionConsistency,
+    manipulate_batch,
+    manipulation_accuracy,
+    output_grid_ceiling,
+)
 from chromalab.metrics.cmf import AuCCMF, auc_cmf_curve
 from chromalab.metrics.colorfulness import Colorfulness, colorfulness
 from chromalab.metrics.perceptual import (
@@ -32,5 +38,6 @@ __all__ = [
     "colorfulness",
     "manipulate_batch",
     "manipulation_accuracy",
+    "output_grid_ceiling",
     "psnr_ssim_metrics",
 ]

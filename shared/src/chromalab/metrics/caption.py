@@ -11,11 +11,14 @@ unmentioned objects whose colour is their shape's canonical one (what a colour p
 study of FiLM (Manjunatha et al., NAACL 2018, Sec. 3 "Caption manipulation",
 ``film_color-learning-to-color-from-language.txt``): swap the colour words of the captions,
 colorize again, and measure how often the objects take the NEW colours.
+
+:func:`output_grid_ceiling` is the best consistency a network can be measured at when its
+output grid is coarser than the scene.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from chromalab.bins import ABBins
+from chromalab.color import rgb_to_l_ab
 from chromalab.text import (
     CHROMATIC_COLORS,
     COLOR_LEXICON,
@@ -32,7 +37,12 @@ from chromalab.text import (
     random_color_swap,
 )
 
-__all__ = ["CaptionConsistency", "manipulate_batch", "manipulation_accuracy"]
+__all__ = [
+    "CaptionConsistency",
+    "manipulate_batch",
+    "manipulation_accuracy",
+    "output_grid_ceiling",
+]
 
 # Order of the counters: all mentioned, mentioned per level, unmentioned canonical.
 _GROUPS = ("accuracy", *(f"accuracy_{level}" for level in DESCRIPTION_LEVELS))
@@ -227,4 +237,50 @@ def manipulation_accuracy(
     metric.update(
         pred_ab, manipulated["masks"], manipulated["color_ids"], swapped, manipulated["level"]
     )
+    return metric.compute()["accuracy"]
+
+
+def output_grid_ceiling(
+    batches: Iterable[dict[str, Any]], stride: int, bins: ABBins | None = None
+) -> Tensor:
+    """Caption consistency of the true colours seen through a ``stride`` times coarser grid.
+
+    A network predicting ab on a grid ``stride`` times coarser than the scene (CIC and FiLM: 4)
+    can at best give each output cell the mean ab of its ``stride x stride`` pixels; thin or
+    small objects then borrow colour from their neighbours once the prediction is upsampled.
+    This scores exactly that ideal prediction: the ground-truth ab average-pooled by
+    ``stride``, snapped to the nearest centre of ``bins`` when given (the classes a
+    classification network chooses among), bilinearly upsampled back to the scene as the
+    colorizers' predictions are, and judged by :class:`CaptionConsistency` against every real
+    object's true colour. It bounds the caption consistency and manipulation accuracy that
+    any model with that output grid can be measured at.
+
+    Args:
+        batches: CapShapes batches with ``rgb`` ``(B, 3, H, W)``, ``masks``, ``color_ids`` and
+            ``level``; ``H`` and ``W`` multiples of ``stride``.
+        stride: scene pixels per output cell along each side (1: the scene's own grid).
+        bins: ab classes to snap to, or ``None`` for the exact cell means.
+
+    Returns:
+        float32 scalar accuracy (NaN when no object counts).
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    metric: CaptionConsistency | None = None
+    for batch in batches:
+        _, ab = rgb_to_l_ab(batch["rgb"])
+        size = ab.shape[-2:]
+        if size[0] % stride or size[1] % stride:
+            raise ValueError(f"scene size {tuple(size)} is not a multiple of stride {stride}")
+        cells = F.avg_pool2d(ab, stride)
+        if bins is not None:
+            bins = bins.to(cells.device)
+            cells = bins.centers[bins.encode_hard(cells)].permute(0, 3, 1, 2).to(cells.dtype)
+        seen = F.interpolate(cells, size=tuple(size), mode="bilinear", align_corners=False)
+        if metric is None:
+            metric = CaptionConsistency().to(ab.device)
+        everything = torch.ones_like(batch["color_ids"], dtype=torch.bool)
+        metric.update(seen, batch["masks"], batch["color_ids"], everything, batch["level"])
+    if metric is None:
+        raise ValueError("no batches")
     return metric.compute()["accuracy"]
