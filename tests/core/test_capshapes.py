@@ -98,6 +98,12 @@ class TestItems:
             assert set(item["color_ids"][real].tolist()) <= set(CHROMATIC_COLORS)
         assert set(counts) == {1, 2, 3, 4}
 
+    def test_min_objects_crowds_the_scenes(self):
+        ds = CapShapes(length=200, size=64, min_objects=3)
+        counts = Counter(int((ds[i]["color_ids"] >= 0).sum()) for i in range(200))
+        assert counts[3] > 60 and counts[4] > 60  # uniform over 3..4
+        assert counts[3] + counts[4] >= 196  # only the rare unplaceable object is dropped
+
     def test_variety(self, dataset):
         shapes = Counter(s for i in range(200) for s in dataset[i]["shape_ids"].tolist() if s >= 0)
         assert len(shapes) == len(SHAPES) >= 5
@@ -140,7 +146,8 @@ class TestDeterminism:
 
     @pytest.mark.parametrize(
         "kwargs",
-        [{"length": 0}, {"size": 8}, {"seed": -1}, {"max_objects": 0}, {"canonical_prob": 1.5}],
+        [{"length": 0}, {"size": 8}, {"seed": -1}, {"max_objects": 0}, {"canonical_prob": 1.5}]
+        + [{"min_objects": 0}, {"min_objects": 5}],
     )
     def test_invalid_arguments(self, kwargs):
         with pytest.raises(ValueError, match=str(next(iter(kwargs.values())))):

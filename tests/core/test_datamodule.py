@@ -237,12 +237,24 @@ class TestCapShapesSource:
         assert (train.canonical_prob, val.canonical_prob) == (0.0, 0.8)
         assert train[0]["masks"].shape[0] == 1 and val[0]["masks"].shape[0] == 3
 
+    def test_crowded_training_scenes(self) -> None:
+        dm = ColorizationDataModule(
+            capshapes_train_length=8,
+            capshapes_val_length=4,
+            capshapes_size=32,
+            capshapes_train_options={"min_objects": 4},
+        )
+        dm.setup("fit")
+        assert (dm.train_dataset.min_objects, dm.val_dataset.min_objects) == (4, 1)
+        assert all((dm.train_dataset[i]["color_ids"] >= 0).sum() >= 3 for i in range(8))
+
     @pytest.mark.parametrize(
         ("options", "message"),
         [
             ({"max_object": 2}, "unknown CapShapes options"),
             ({"max_objects": 0}, "max_objects must be"),
             ({"canonical_prob": 2.0}, "canonical_prob must be"),
+            ({"min_objects": 5}, "min_objects must be"),
         ],
     )
     def test_bad_scene_options_are_refused_early(self, options, message) -> None:

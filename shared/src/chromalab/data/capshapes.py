@@ -222,6 +222,9 @@ class CapShapes(Dataset):
         size: image side in pixels (at least 16).
         seed: non-negative dataset seed.
         max_objects: most objects per scene (at least 1); also the padded size ``K``.
+        min_objects: fewest objects per scene (1 to ``max_objects``); the count is uniform in
+            between. Raising it gives a training split more of the crowded scenes (and shared
+            nouns told apart by position) where binding colour words to objects is hard.
         level_probs: probabilities of the complete, partial and scarce caption levels.
         canonical_prob: probability that a shape with a canonical colour gets it; otherwise
             it gets one of the other chromatic colours, uniformly.
@@ -245,6 +248,7 @@ class CapShapes(Dataset):
         size: int = 64,
         seed: int = 0,
         max_objects: int = 4,
+        min_objects: int = 1,
         level_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         canonical_prob: float = 0.8,
         canonical_colors: dict[str, str] | None = None,
@@ -259,6 +263,10 @@ class CapShapes(Dataset):
             raise ValueError(
                 f"max_objects must be in [1, {_MAX_SAME_SHAPE * len(SHAPES)}], got {max_objects}"
             )
+        if not 1 <= min_objects <= max_objects:
+            raise ValueError(
+                f"min_objects must be in [1, max_objects={max_objects}], got {min_objects}"
+            )
         if not 0.0 <= canonical_prob <= 1.0:
             raise ValueError(f"canonical_prob must be in [0, 1], got {canonical_prob}")
         sample_level(np.random.default_rng(0), level_probs)  # validates level_probs
@@ -266,6 +274,7 @@ class CapShapes(Dataset):
         self.size = int(size)
         self.seed = int(seed)
         self.max_objects = int(max_objects)
+        self.min_objects = int(min_objects)
         self.level_probs = tuple(float(p) for p in level_probs)
         self.canonical_prob = float(canonical_prob)
         self.canonical_colors = dict(
@@ -322,7 +331,7 @@ class CapShapes(Dataset):
 
     def _draw_objects(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[bool]]:
         """Shape ids (at most two per shape), colour ids and canonical flags."""
-        n = int(rng.integers(1, self.max_objects + 1))
+        n = int(rng.integers(self.min_objects, self.max_objects + 1))
         shapes: list[int] = []
         colors: list[int] = []
         canonical: list[bool] = []

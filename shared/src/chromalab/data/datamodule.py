@@ -172,7 +172,13 @@ class ResumableDataLoader(DataLoader):
         self._epoch, self._batches = epoch, batches
 
 
-_CAPSHAPES_OPTIONS = ("max_objects", "level_probs", "canonical_prob", "canonical_colors")
+_CAPSHAPES_OPTIONS = (
+    "max_objects",
+    "min_objects",
+    "level_probs",
+    "canonical_prob",
+    "canonical_colors",
+)
 
 
 def _capshapes_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -228,7 +234,8 @@ class ColorizationDataModule(pl.LightningDataModule):
         capshapes_val_length: number of generated validation (and test) scenes.
         capshapes_size: side of the generated scenes.
         capshapes_options: further :class:`CapShapes` arguments for every split
-            (``max_objects``, ``level_probs``, ``canonical_prob``, ``canonical_colors``).
+            (``max_objects``, ``min_objects``, ``level_probs``, ``canonical_prob``,
+            ``canonical_colors``).
         capshapes_train_options: :class:`CapShapes` arguments for the training split only,
             over ``capshapes_options``: a training distribution that differs from the one
             evaluated on (e.g. fewer objects per scene, more colour words per caption).
