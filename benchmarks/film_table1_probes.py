@@ -7,7 +7,10 @@ Three measurements per checkpoint, all on CapShapes scenes never seen in trainin
 * **manipulation outcomes**: the colour words of the validation captions are swapped
   (:func:`chromalab.metrics.manipulate_batch`) and every swapped object's colorized colour is
   classed as the new colour (correct), its old colour, another colour of the same caption (a
-  binding error) or something else; the accuracy is also split by the number of objects.
+  binding error) or something else; the accuracy is also split by the number of objects, and
+  between objects whose noun is shared in the scene (told apart only by position words, e.g.
+  "the left circle") and objects whose noun is theirs alone. Scenes are drawn at the size each
+  checkpoint was trained on (:func:`film_color.weights.trained_scene_size`).
 * **caption probe**: does ``h``, the caption encoding FiLM and CONCAT see, tell the colour of
   each shape? A linear softmax probe (L-BFGS, L2 1e-3) per shape predicts the colour of that
   shape from ``h``, over captions that give it a colour (complete and partial levels, shape
@@ -42,6 +45,7 @@ from chromalab.data.collate import collate_skip_bad
 from chromalab.metrics import manipulate_batch
 from chromalab.text import CHROMATIC_COLORS, ab_centers
 from film_color.module import FilmColorModule
+from film_color.weights import read_weights, trained_scene_size, trained_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "outputs" / "film_color-bench"
@@ -68,12 +72,13 @@ def linear_probe(x: Tensor, y: Tensor, train: int, classes: int) -> float:
 
 
 @torch.no_grad()
-def manipulation_outcomes(module: FilmColorModule, scenes: int) -> dict[str, float]:
+def manipulation_outcomes(module: FilmColorModule, scenes: int, size: int) -> dict[str, float]:
     centers, ids = ab_centers(CHROMATIC_COLORS), torch.tensor(CHROMATIC_COLORS)
     outcomes: Counter[str] = Counter()
     by_count: dict[int, list[int]] = {}
+    by_noun = {"shared": [0, 0], "own": [0, 0]}
     loader = DataLoader(
-        CapShapes(length=scenes, size=module.input_size or 64, seed=1),
+        CapShapes(length=scenes, size=size, seed=1),
         batch_size=64,
         collate_fn=collate_skip_bad,
     )
@@ -92,6 +97,8 @@ def manipulation_outcomes(module: FilmColorModule, scenes: int) -> dict[str, flo
         old, target = batch["color_ids"], new["color_ids"]
         swapped = (target != old) & (area > 0)
         count = (old >= 0).sum(1)
+        shape_ids = batch["shape_ids"]
+        shared = ((shape_ids[:, :, None] == shape_ids[:, None, :]).sum(-1) > 1) & (shape_ids >= 0)
         for b, k in swapped.nonzero().tolist():
             said = set(target[b][batch["mentioned"][b] & (target[b] >= 0)].tolist())
             guess = int(named[b, k])
@@ -105,10 +112,16 @@ def manipulation_outcomes(module: FilmColorModule, scenes: int) -> dict[str, flo
             tally = by_count.setdefault(int(count[b]), [0, 0])
             tally[0] += outcome == OUTCOMES[0]
             tally[1] += 1
+            tally = by_noun["shared" if shared[b, k] else "own"]
+            tally[0] += outcome == OUTCOMES[0]
+            tally[1] += 1
     total = sum(outcomes.values())
     row = {f"{o} (%)": 100 * outcomes[o] / total for o in OUTCOMES}
     for n, (right, seen) in sorted(by_count.items()):
         row[f"acc, {n} object{'s' if n > 1 else ''} (%)"] = 100 * right / seen
+    for kind, (right, seen) in by_noun.items():
+        row[f"acc, {kind} noun (%)"] = 100 * right / seen if seen else float("nan")
+    row["objects with a shared noun (%)"] = 100 * by_noun["shared"][1] / total
     return row
 
 
@@ -138,8 +151,8 @@ def caption_probe(module: FilmColorModule, captions: int = 6000) -> dict[str, fl
 
 
 @torch.no_grad()
-def shape_probe(module: FilmColorModule, scenes: int = 1200) -> dict[str, float]:
-    data = CapShapes(length=scenes, size=module.input_size or 64, seed=3)
+def shape_probe(module: FilmColorModule, size: int, scenes: int = 1200) -> dict[str, float]:
+    data = CapShapes(length=scenes, size=size, seed=3)
     pooled: dict[int, list[Tensor]] = {}
     labels = []
     for start in range(0, scenes, 100):
@@ -182,12 +195,13 @@ def main() -> None:
     rows = []
     for name, path in ckpts.items():
         module = FilmColorModule.load_from_checkpoint(path, map_location="cpu").eval()
-        steps = int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
-        row: dict[str, object] = {"model": name, "steps": steps}
-        row.update(manipulation_outcomes(module, args.scenes))
+        blob = read_weights(path)
+        size = trained_scene_size(blob) or 64
+        row: dict[str, object] = {"model": name, "steps": trained_steps(blob), "scenes (px)": size}
+        row.update(manipulation_outcomes(module, args.scenes, size))
         if module.uses_captions:
             row.update(caption_probe(module))
-        row.update(shape_probe(module))
+        row.update(shape_probe(module, size))
         rows.append(row)
         print(row)
     keys = list(dict.fromkeys(k for row in rows for k in row))
