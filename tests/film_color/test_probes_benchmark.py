@@ -11,6 +11,7 @@ import torch
 
 from chromalab.data.capshapes import SHAPES
 from film_color.module import FilmColorModule
+from film_color.weights import read_weights, trained_scene_size
 from tests.training import benchmark_module, fit
 
 TINY = str(Path(__file__).resolve().parents[2] / "packages/film_color/configs/tiny.yaml")
@@ -35,17 +36,24 @@ def test_rows_of_a_tiny_film_model(probes, tmp_path, monkeypatch):
     from film_color.cli import run
 
     monkeypatch.setattr(sys, "argv", ["film-color"])
-    module = FilmColorModule.load_from_checkpoint(fit(run, TINY, tmp_path), map_location="cpu")
-    module.eval()
-    outcomes = probes.manipulation_outcomes(module, scenes=16)
+    ckpt = fit(run, TINY, tmp_path)
+    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    size = trained_scene_size(read_weights(ckpt))
+    assert size is not None
+    outcomes = probes.manipulation_outcomes(module, scenes=16, size=size)
     shares = [outcomes[f"{o} (%)"] for o in probes.OUTCOMES]
     assert sum(shares) == pytest.approx(100.0)
-    per_count = [v for k, v in outcomes.items() if k.startswith("acc, ")]
+    per_count = [v for k, v in outcomes.items() if k.startswith("acc, ") and "object" in k]
     assert per_count and all(0 <= v <= 100 for v in per_count)
+    # the shared / own noun split partitions the scored objects
+    shared = outcomes["objects with a shared noun (%)"] / 100
+    assert 0 < shared < 1
+    split = shared * outcomes["acc, shared noun (%)"] + (1 - shared) * outcomes["acc, own noun (%)"]
+    assert split == pytest.approx(outcomes["new colour (%)"])
     caption = probes.caption_probe(module, captions=240)
     assert list(caption) == [f"caption probe: {s} (%)" for s in SHAPES]
     assert all(0 <= v <= 100 for v in caption.values())
-    shape = probes.shape_probe(module, scenes=40)
+    shape = probes.shape_probe(module, size, scenes=40)
     assert list(shape) == [f"shape probe: block {b} (%)" for b in range(1, 9)]
     assert all(math.isfinite(v) and 0 <= v <= 100 for v in shape.values())
 
