@@ -75,8 +75,8 @@ def linear_probe(x: Tensor, y: Tensor, train: int, classes: int) -> float:
 def manipulation_outcomes(module: FilmColorModule, scenes: int, size: int) -> dict[str, float]:
     centers, ids = ab_centers(CHROMATIC_COLORS), torch.tensor(CHROMATIC_COLORS)
     outcomes: Counter[str] = Counter()
-    by_count: dict[int, list[int]] = {}
-    by_noun = {"shared": [0, 0], "own": [0, 0]}
+    by_count: dict[int, list[int]] = {}  # objects in the scene -> [right, seen]
+    by_noun: dict[str, list[int]] = {"shared": [0, 0], "own": [0, 0]}
     loader = DataLoader(
         CapShapes(length=scenes, size=size, seed=1),
         batch_size=64,
@@ -109,12 +109,12 @@ def manipulation_outcomes(module: FilmColorModule, scenes: int, size: int) -> di
             else:
                 outcome = OUTCOMES[2] if guess in said else OUTCOMES[3]
             outcomes[outcome] += 1
-            tally = by_count.setdefault(int(count[b]), [0, 0])
-            tally[0] += outcome == OUTCOMES[0]
-            tally[1] += 1
-            tally = by_noun["shared" if shared[b, k] else "own"]
-            tally[0] += outcome == OUTCOMES[0]
-            tally[1] += 1
+            for tally in (
+                by_count.setdefault(int(count[b]), [0, 0]),
+                by_noun["shared" if shared[b, k] else "own"],
+            ):
+                tally[0] += outcome == OUTCOMES[0]
+                tally[1] += 1
     total = sum(outcomes.values())
     row = {f"{o} (%)": 100 * outcomes[o] / total for o in OUTCOMES}
     for n, (right, seen) in sorted(by_count.items()):

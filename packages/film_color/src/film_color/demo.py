@@ -170,7 +170,7 @@ def validate(ckpt: Path, scenes: int = 512, size: int | None = None, batch_size:
     """Validation metrics of a checkpoint on ``scenes`` CapShapes validation scenes.
 
     ``size`` is the side the scenes are drawn at; by default the one the checkpoint was trained
-    on (:func:`film_color.weights.trained_scene_size`, 64 for other data). The scenes are the
+    on (:func:`film_color.weights.trained_scene_size`; 64 when it records none). The scenes are the
     same at every size, only drawn at another resolution.
     """
     if size is None:

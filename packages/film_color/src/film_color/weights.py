@@ -120,12 +120,12 @@ def trained_steps(blob: dict) -> int:
 
 
 def trained_scene_size(blob: dict) -> int | None:
-    """Side of the CapShapes scenes a ``film-color fit`` checkpoint was trained on (the data
-    module's ``capshapes_size``), or ``None`` when it was trained on other data."""
-    data = blob.get("datamodule_hyper_parameters")
-    if not isinstance(data, dict) or data.get("source") != "capshapes":
-        return None
-    return int(data.get("capshapes_size") or 64)
+    """Side of the images a ``film-color fit`` checkpoint was trained on (:func:`read_weights`),
+    the CapShapes scene size for CapShapes: the ``input_size`` its module recorded
+    (:attr:`film_color.module.FilmColorModule.input_size`), ``None`` when it has none."""
+    extras = blob.get(CHECKPOINT_KEY)
+    size = extras.get("input_size") if isinstance(extras, dict) else None
+    return None if size is None else int(size)
 
 
 def load_cic_state(
