@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tarfile
 from collections import Counter
 
@@ -104,6 +105,29 @@ class TestItems:
         assert counts[3] > 60 and counts[4] > 60  # uniform over 3..4
         assert counts[3] + counts[4] >= 196  # only the rare unplaceable object is dropped
 
+    def test_shared_noun_prob_pairs_the_shapes(self, dataset):
+        def pairs(ds):
+            shapes = [[s for s in ds[i]["shape_ids"].tolist() if s >= 0] for i in range(200)]
+            return sum(len(s) - len(set(s)) for s in shapes), shapes
+
+        base, _ = pairs(CapShapes(length=200, size=64, min_objects=3))
+        paired, shapes = pairs(CapShapes(length=200, size=64, min_objects=3, shared_noun_prob=0.7))
+        assert paired > 2 * base and paired > 150  # most 3-4 object scenes now share a noun
+        assert max(max(Counter(s).values()) for s in shapes) == 2  # still at most two per shape
+        # the captions tell the pair apart by position
+        item = next(
+            it
+            for it in (CapShapes(length=50, size=64, min_objects=4, shared_noun_prob=1.0)[i]
+                       for i in range(50))
+            if it["level"] == "complete"
+        )  # fmt: skip
+        assert re.search(r"\b(left|right|top|bottom)\b", item["caption"])
+        # off (the default) leaves every scene as it was
+        off = CapShapes(length=200, size=64, shared_noun_prob=0.0)
+        for i in (0, 3, 17):
+            assert off[i]["caption"] == dataset[i]["caption"]
+            assert torch.equal(off[i]["rgb"], dataset[i]["rgb"])
+
     def test_variety(self, dataset):
         shapes = Counter(s for i in range(200) for s in dataset[i]["shape_ids"].tolist() if s >= 0)
         assert len(shapes) == len(SHAPES) >= 5
@@ -147,7 +171,7 @@ class TestDeterminism:
     @pytest.mark.parametrize(
         "kwargs",
         [{"length": 0}, {"size": 8}, {"seed": -1}, {"max_objects": 0}, {"canonical_prob": 1.5}]
-        + [{"min_objects": 0}, {"min_objects": 5}],
+        + [{"min_objects": 0}, {"min_objects": 5}, {"shared_noun_prob": -0.1}],
     )
     def test_invalid_arguments(self, kwargs):
         with pytest.raises(ValueError, match=str(next(iter(kwargs.values())))):

@@ -242,10 +242,11 @@ class TestCapShapesSource:
             capshapes_train_length=8,
             capshapes_val_length=4,
             capshapes_size=32,
-            capshapes_train_options={"min_objects": 4},
+            capshapes_train_options={"min_objects": 4, "shared_noun_prob": 0.5},
         )
         dm.setup("fit")
         assert (dm.train_dataset.min_objects, dm.val_dataset.min_objects) == (4, 1)
+        assert (dm.train_dataset.shared_noun_prob, dm.val_dataset.shared_noun_prob) == (0.5, 0.0)
         assert all((dm.train_dataset[i]["color_ids"] >= 0).sum() >= 3 for i in range(8))
 
     @pytest.mark.parametrize(
@@ -255,6 +256,7 @@ class TestCapShapesSource:
             ({"max_objects": 0}, "max_objects must be"),
             ({"canonical_prob": 2.0}, "canonical_prob must be"),
             ({"min_objects": 5}, "min_objects must be"),
+            ({"shared_noun_prob": 1.5}, "shared_noun_prob must be"),
         ],
     )
     def test_bad_scene_options_are_refused_early(self, options, message) -> None:

@@ -388,6 +388,34 @@ def test_init_from_continuations_count_the_steps_behind_the_weights(film_ckpt, t
     assert trained_steps(blob) == blob["global_step"]
 
 
+def test_init_from_adds_position_maps_to_a_model_without_them(film_ckpt, tmp_path):
+    source = FilmColorModule.load_from_checkpoint(film_ckpt).eval()
+    ckpt = fit_tiny(
+        tmp_path / "maps",
+        "--model.init_from", str(film_ckpt),
+        "--model.position_maps", "true",
+        "--model.lr", "1e-12",
+    )  # fmt: skip
+    module = FilmColorModule.load_from_checkpoint(ckpt).eval()
+    assert module.hparams.position_maps and module.network.position_maps
+    # every source weight came over; the widened inputs' new x/y columns start at zero
+    theirs = dict(source.network.named_parameters())
+    widened = 0
+    for key, value in module.network.named_parameters():
+        old = theirs[key]
+        if value.shape != old.shape:
+            dim = 0 if key == "fcnn.blocks.7.0.weight" else 1  # ConvTranspose2d: inputs first
+            assert value.shape[dim] == old.shape[dim] + 2, key
+            assert value.narrow(dim, old.shape[dim], 2).abs().max() < 1e-9, key
+            value, widened = value.narrow(dim, 0, old.shape[dim]), widened + 1
+        assert torch.allclose(value, old, atol=1e-6), key
+    assert widened == 8  # blocks 2-8 and the readout
+    l = torch.rand(2, 1, 32, 32) * 100
+    with torch.no_grad():
+        feats = module.features(l, ["a red circle on the left and a blue circle", "a green star"])
+    assert feats[5].shape[1] == module.network.block_channels[5] + 2
+
+
 def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp_path):
     with pytest.raises(ValueError, match="another size"):
         fit_tiny(

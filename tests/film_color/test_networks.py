@@ -10,8 +10,13 @@ from torch import nn
 from chromalab.bins import ABBins
 from cic.networks import CICNetwork
 from film_color.language import PAD, UNK, CaptionEncoder, Vocabulary, tokenize
-from film_color.networks import FiLM, FilmColorNetwork
-from film_color.weights import init_from_cic, load_cic_state, transfer_cic_weights
+from film_color.networks import FiLM, FilmColorNetwork, coordinate_maps
+from film_color.weights import (
+    init_from_cic,
+    load_cic_state,
+    load_film_network,
+    transfer_cic_weights,
+)
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -189,6 +194,68 @@ def test_parameter_counts():
     assert count["none"] == sum(p.numel() for p in CICNetwork(625, 0.125).parameters())
     assert count["film"] == count["none"] + lstm + film_extra
     assert count["concat"] > count["none"] + lstm
+
+
+def test_coordinate_maps_hold_the_cell_centres():
+    maps = coordinate_maps(torch.zeros(3, 5, 2, 4, dtype=torch.float64))
+    assert maps.shape == (3, 2, 2, 4) and maps.dtype == torch.float64
+    xs = torch.tensor([-0.75, -0.25, 0.25, 0.75], dtype=torch.float64)
+    assert torch.equal(maps[1, 0], xs.expand(2, 4))  # x grows to the right, same on every row
+    assert torch.equal(maps[2, 1], torch.tensor([[-0.5], [0.5]], dtype=torch.float64).expand(2, 4))
+
+
+@pytest.mark.parametrize("conditioning, language", [("film", 0), ("concat", 6), ("none", 0)])
+def test_position_maps_follow_the_conditioning_of_every_block(conditioning, language):
+    net = FilmColorNetwork(
+        conditioning, width=0.125, vocab_size=6, embedding_dim=4, hidden_size=3, position_maps=True
+    )
+    c = net.block_channels
+    for i in range(1, 7):
+        assert net.fcnn.blocks[i][0].weight.shape[1] == c[i - 1] + language + 2
+    assert net.fcnn.blocks[7][0].weight.shape[0] == c[6] + language + 2  # ConvTranspose2d
+    assert net.fcnn.readout.weight.shape == (625, c[7] + language + 2, 1, 1)
+    l = torch.rand(2, 1, 32, 32) * 100
+    tokens, lengths = torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([3, 2])
+    if conditioning == "none":
+        tokens = lengths = None
+    feats = net.features(l, tokens, lengths)
+    for n, z in enumerate(feats):
+        # image channels, then h (CONCAT), then x and y of every cell
+        assert z.shape[1] == c[n] + language + 2
+        assert torch.equal(z[:, -2:], coordinate_maps(z))
+        if language:
+            h = net.encode_caption(tokens, lengths)
+            assert torch.equal(
+                z[:, c[n] : c[n] + language], h[:, :, None, None].expand(-1, -1, *z.shape[2:])
+            )
+    assert net(l, tokens, lengths).shape == (2, 625, 8, 8)
+
+
+def test_a_model_with_position_maps_continues_one_without_them_exactly():
+    torch.manual_seed(0)
+    kwargs = {"width": 0.125, "vocab_size": 6, "embedding_dim": 4, "hidden_size": 3}
+    source = _randomized(FilmColorNetwork("film", **kwargs)).eval()
+    net = FilmColorNetwork("film", position_maps=True, **kwargs)
+    bins = ABBins.grid(25, 10.0)
+    report = load_film_network(net, source.state_dict(), bins)
+    # the seven widened block inputs and the readout; their x/y columns start at zero
+    assert len(report.widened) == 8 and not report.skipped
+    assert torch.count_nonzero(net.fcnn.readout.weight[:, -2:]) == 0
+    net.eval()
+    l = torch.rand(2, 1, 32, 32) * 100
+    tokens, lengths = torch.tensor([[1, 2], [3, 4]]), torch.tensor([2, 2])
+    with torch.no_grad():
+        assert torch.equal(net(l, tokens, lengths), source(l, tokens, lengths))
+    # ... and the maps are live inputs: the loss has a gradient on those zero columns
+    net(l, tokens, lengths).logsumexp(1).mean().backward()
+    assert net.fcnn.readout.weight.grad[:, -2:].abs().sum() > 0
+    assert net.fcnn.blocks[3][0].weight.grad[:, -2:].abs().sum() > 0
+    # the other way round (maps -> no maps) or another caption encoder does not fit
+    with pytest.raises(ValueError, match="has shape"):
+        load_film_network(FilmColorNetwork("film", **kwargs), net.state_dict(), bins)
+    other = FilmColorNetwork("film", position_maps=True, **{**kwargs, "hidden_size": 5})
+    with pytest.raises(ValueError, match="another size"):
+        load_film_network(other, source.state_dict(), bins)
 
 
 def test_unknown_conditioning():

@@ -51,6 +51,7 @@ from film_color.weights import (
     CHECKPOINT_KEY,
     film_network_state,
     init_from_cic,
+    load_film_network,
     read_weights,
     trained_steps,
 )
@@ -118,6 +119,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         vocab_scan: training items read for the vocabulary when the dataset does not hold its
             captions as records (generated scenes, shard streams).
         max_caption_length: captions are cut to this many tokens.
+        position_maps: append ``x``/``y`` coordinate maps after every block (not in the paper;
+            see :mod:`film_color.networks`).
         init_from: CIC weights for the convolutional layers (§3.1): a ``cic fit`` or
             ``film-color fit`` checkpoint, or the released ``colorization_release_v2-*.pth``
             (see :mod:`film_color.weights`). A ``film-color fit`` checkpoint of the same
@@ -148,6 +151,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         max_vocab_size: int | None = None,
         vocab_scan: int = 5000,
         max_caption_length: int = 64,
+        position_maps: bool = False,
         init_from: str | None = None,
         lam: float = 0.5,
         sigma: float = 5.0,
@@ -174,7 +178,13 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         self.save_hyperparameters()
         self.bins = ABBins.grid(GRID_SIZE, GRID_STEP)
         self.network = FilmColorNetwork(
-            conditioning, width, None, embedding_dim, hidden_size, self.bins.num_bins
+            conditioning,
+            width,
+            None,
+            embedding_dim,
+            hidden_size,
+            self.bins.num_bins,
+            position_maps,
         )
         self.vocabulary: Vocabulary | None = None
         #: side of the square images the model was trained on (set by ``fit``, checkpointed)
@@ -272,17 +282,13 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         state, tokens = whole
         self.set_vocabulary(Vocabulary(tokens))
         self.steps_before = trained_steps(blob)
-        try:
-            self.network.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(
-                f"{path}: a {self.hparams.conditioning} checkpoint of another size than this "
-                f"model (width, embedding_dim, hidden_size must match): {err}"
-            ) from None
+        report = load_film_network(self.network, state, self.bins, str(path))
         logger.info(
-            "initialised the whole network and vocabulary from %s (%d steps trained)",
+            "initialised the whole network and vocabulary from %s (%d steps trained; %d "
+            "convolutions widened with zero input channels)",
             path,
             self.steps_before,
+            len(report.widened),
         )
 
     def _build_vocabulary(self, datamodule: Any) -> Vocabulary:

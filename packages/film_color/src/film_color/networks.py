@@ -12,6 +12,16 @@
   of every block. The projections have no bias, as written in Eq. 2. They start at zero, so an
   FCNN initialisation (§3.1) is reproduced exactly before fine-tuning moves them.
 
+Optional, not in the paper: **position maps** (``position_maps=True``). Two channels holding
+each cell's ``x`` and ``y`` in ``[-1, 1]`` are appended after the conditioning of every block,
+widening the inputs of blocks 2-8 and of the readout by two channels, as the FiLM network of
+Perez et al. (AAAI 2018) does with its coordinate feature maps on CLEVR. FiLM's ``gamma`` and
+``beta`` are the same at every location, so binding "the left circle is red" to one of two
+circles needs features that know where they are; convolutions with zero padding know that only
+near the border. Continuing a model without maps (``init_from`` of
+:class:`~film_color.module.FilmColorModule`) starts the widened weights at zero, so the
+continued model first computes exactly what the old one did.
+
 ``h`` is the caption encoding of :class:`film_color.language.CaptionEncoder` (§2.3). The
 conditioning is applied through the block hook of :meth:`CICNetwork.features`, so the image
 network is CIC's own module and its weights keep CIC's names (``fcnn.blocks.*``).
@@ -32,8 +42,10 @@ __all__ = [
     "GRID_SIZE",
     "GRID_STEP",
     "NUM_CLASSES",
+    "POSITION_CHANNELS",
     "Conditioning",
     "FiLM",
+    "coordinate_maps",
     "FilmColorNetwork",
 ]
 
@@ -42,6 +54,18 @@ CONDITIONINGS: tuple[str, ...] = ("none", "concat", "film")
 #: The quantized ab grid of §2.2: 25 x 25 bins of side 10 (:meth:`chromalab.bins.ABBins.grid`).
 GRID_SIZE, GRID_STEP = 25, 10.0
 NUM_CLASSES = GRID_SIZE**2
+#: channels of the optional position maps (``x`` and ``y``)
+POSITION_CHANNELS = 2
+
+
+def coordinate_maps(z: Tensor) -> Tensor:
+    """``(B, 2, H, W)`` maps of the cell centres' ``x`` and ``y`` in ``[-1, 1]`` for ``z``
+    ``(B, C, H, W)``, in its dtype and on its device."""
+    b, _, h, w = z.shape
+    ys = (torch.arange(h, device=z.device, dtype=z.dtype) + 0.5) * (2.0 / h) - 1.0
+    xs = (torch.arange(w, device=z.device, dtype=z.dtype) + 0.5) * (2.0 / w) - 1.0
+    grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
+    return grid.unsqueeze(0).expand(b, -1, -1, -1)
 
 
 class FiLM(nn.Module):
@@ -87,6 +111,8 @@ class FilmColorNetwork(nn.Module):
         embedding_dim: word-vector size.
         hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
         num_classes: ab classes (625 in the paper).
+        position_maps: append ``x``/``y`` maps after every block (not in the paper; see the
+            module documentation).
 
     Shapes:
         ``forward(l, tokens, lengths)``: ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (``H``,
@@ -102,17 +128,20 @@ class FilmColorNetwork(nn.Module):
         embedding_dim: int = 300,
         hidden_size: int = 256,
         num_classes: int = NUM_CLASSES,
+        position_maps: bool = False,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
         self.conditioning = conditioning
+        self.position_maps = bool(position_maps)
         language = conditioning != "none"
         condition_dim = 2 * hidden_size if language else 0
         self.fcnn = CICNetwork(
             num_classes,
             width,
-            condition_channels=condition_dim if conditioning == "concat" else 0,
+            condition_channels=(condition_dim if conditioning == "concat" else 0)
+            + (POSITION_CHANNELS if self.position_maps else 0),
         )
         self.caption_encoder = (
             CaptionEncoder(vocab_size, embedding_dim, hidden_size) if language else None
@@ -146,6 +175,18 @@ class FilmColorNetwork(nn.Module):
         return self.caption_encoder(tokens.to(self.fcnn.readout.weight.device), lengths)
 
     def _hook(self, h: Tensor | None):
+        condition = self._condition_hook(h)
+        if not self.position_maps:
+            return condition
+
+        def with_positions(i: int, z: Tensor) -> Tensor:
+            if condition is not None:
+                z = condition(i, z)
+            return torch.cat([z, coordinate_maps(z)], dim=1)
+
+        return with_positions
+
+    def _condition_hook(self, h: Tensor | None):
         if h is None:
             return None
         if self.film is not None:
@@ -161,7 +202,8 @@ class FilmColorNetwork(nn.Module):
     def features(
         self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
     ) -> list[Tensor]:
-        """The 8 conditioned block outputs ``Z'_n`` (for CONCAT, ``h`` channels included)."""
+        """The 8 conditioned block outputs ``Z'_n`` (image channels first; then, for CONCAT, the
+        ``h`` channels, and the position maps when used)."""
         if tokens is not None and tokens.shape[0] != l.shape[0]:
             raise ValueError(f"{l.shape[0]} images but {tokens.shape[0]} captions")
         h = self.encode_caption(tokens, lengths)

@@ -25,7 +25,10 @@ Transfer rules, applied to every tensor of the target :class:`~cic.networks.CICN
 A ``film-color fit`` checkpoint of a caption-conditioned model with the *same* conditioning is
 taken whole instead (:func:`film_network_state`): every network weight (convolutions, readout,
 caption encoder, FiLM/CONCAT layers) and the vocabulary. That is how a run goes on with a new
-optimizer or learning-rate schedule, which ``--ckpt_path`` (an exact resume) does not allow.
+optimizer or learning-rate schedule, which ``--ckpt_path`` (an exact resume) does not allow
+(:func:`load_film_network`). Its convolutions follow the rules above, so a model that adds the
+position maps of :mod:`film_color.networks` continues one without them, the new input channels
+at zero.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "TransferReport",
     "init_from_cic",
     "film_network_state",
+    "load_film_network",
     "load_cic_state",
     "read_weights",
     "trained_scene_size",
@@ -244,4 +248,34 @@ def init_from_cic(
         len(report.skipped),
         ", ".join(report.skipped) or "-",
     )
+    return report
+
+
+def load_film_network(
+    network: nn.Module, state: dict[str, Tensor], bins: ABBins, source: str = "source"
+) -> TransferReport:
+    """Load the whole-network ``state`` of :func:`film_network_state` into ``network`` (a
+    :class:`~film_color.networks.FilmColorNetwork` of the same conditioning and sizes).
+
+    The FCNN goes through :func:`transfer_cic_weights` (same bins, so the readout is copied;
+    input channels the source lacks, e.g. position maps, start at zero); the caption encoder
+    and the FiLM/CONCAT layers must match exactly. Raises ``ValueError`` on any mismatch.
+    """
+    prefix = "fcnn."
+    fcnn_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    report = transfer_cic_weights(network.fcnn, fcnn_state, bins.centers, bins, source)
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    try:
+        result = network.load_state_dict(rest, strict=False)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{source}: a checkpoint of another size than this model (width, embedding_dim, "
+            f"hidden_size must match): {err}"
+        ) from None
+    missing = [k for k in result.missing_keys if not k.startswith(prefix)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{source}: the checkpoint's network does not fit this model: missing "
+            f"{missing[:8]}, unexpected {result.unexpected_keys[:8]}"
+        )
     return report

@@ -225,6 +225,11 @@ class CapShapes(Dataset):
         min_objects: fewest objects per scene (1 to ``max_objects``); the count is uniform in
             between. Raising it gives a training split more of the crowded scenes (and shared
             nouns told apart by position) where binding colour words to objects is hard.
+        shared_noun_prob: probability that an object after the first takes the shape of an
+            earlier one (of a shape the scene may hold once more), so that two objects share a
+            noun and the caption tells them apart by position ("the left circle is red and the
+            right circle is blue"). 0 (the default) draws every shape uniformly among those
+            allowed, and leaves the scenes exactly as without this option.
         level_probs: probabilities of the complete, partial and scarce caption levels.
         canonical_prob: probability that a shape with a canonical colour gets it; otherwise
             it gets one of the other chromatic colours, uniformly.
@@ -249,6 +254,7 @@ class CapShapes(Dataset):
         seed: int = 0,
         max_objects: int = 4,
         min_objects: int = 1,
+        shared_noun_prob: float = 0.0,
         level_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         canonical_prob: float = 0.8,
         canonical_colors: dict[str, str] | None = None,
@@ -267,6 +273,8 @@ class CapShapes(Dataset):
             raise ValueError(
                 f"min_objects must be in [1, max_objects={max_objects}], got {min_objects}"
             )
+        if not 0.0 <= shared_noun_prob <= 1.0:
+            raise ValueError(f"shared_noun_prob must be in [0, 1], got {shared_noun_prob}")
         if not 0.0 <= canonical_prob <= 1.0:
             raise ValueError(f"canonical_prob must be in [0, 1], got {canonical_prob}")
         sample_level(np.random.default_rng(0), level_probs)  # validates level_probs
@@ -275,6 +283,7 @@ class CapShapes(Dataset):
         self.seed = int(seed)
         self.max_objects = int(max_objects)
         self.min_objects = int(min_objects)
+        self.shared_noun_prob = float(shared_noun_prob)
         self.level_probs = tuple(float(p) for p in level_probs)
         self.canonical_prob = float(canonical_prob)
         self.canonical_colors = dict(
@@ -337,6 +346,10 @@ class CapShapes(Dataset):
         canonical: list[bool] = []
         for _ in range(n):
             allowed = [s for s in range(len(SHAPES)) if shapes.count(s) < _MAX_SAME_SHAPE]
+            again = [s for s in allowed if s in shapes]
+            # no draw at all when the option is off: the default scenes stay as they were
+            if self.shared_noun_prob > 0 and again and rng.random() < self.shared_noun_prob:
+                allowed = again
             shape = allowed[int(rng.integers(len(allowed)))]
             own = self._canonical_ids.get(shape)
             if own is not None and rng.random() < self.canonical_prob:

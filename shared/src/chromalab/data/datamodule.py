@@ -175,6 +175,7 @@ class ResumableDataLoader(DataLoader):
 _CAPSHAPES_OPTIONS = (
     "max_objects",
     "min_objects",
+    "shared_noun_prob",
     "level_probs",
     "canonical_prob",
     "canonical_colors",
@@ -234,8 +235,8 @@ class ColorizationDataModule(pl.LightningDataModule):
         capshapes_val_length: number of generated validation (and test) scenes.
         capshapes_size: side of the generated scenes.
         capshapes_options: further :class:`CapShapes` arguments for every split
-            (``max_objects``, ``min_objects``, ``level_probs``, ``canonical_prob``,
-            ``canonical_colors``).
+            (``max_objects``, ``min_objects``, ``shared_noun_prob``, ``level_probs``,
+            ``canonical_prob``, ``canonical_colors``).
         capshapes_train_options: :class:`CapShapes` arguments for the training split only,
             over ``capshapes_options``: a training distribution that differs from the one
             evaluated on (e.g. fewer objects per scene, more colour words per caption).
