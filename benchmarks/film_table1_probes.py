@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from chromalab.data import CapShapes
 from chromalab.data.capshapes import SHAPES
 from chromalab.data.collate import collate_skip_bad
 from chromalab.metrics import manipulate_batch
-from chromalab.text import CHROMATIC_COLORS, ab_centers
+from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON, ab_centers
 from film_color.module import FilmColorModule
 from film_color.weights import read_weights, trained_scene_size, trained_steps
 
@@ -150,6 +151,58 @@ def caption_probe(module: FilmColorModule, captions: int = 6000) -> dict[str, fl
     return out
 
 
+_FIRST_OF_A_PAIR = (
+    re.compile(r"\b(?P<colour>\w+) (?P<noun>\w+) (?:on the left|at the top)\b"),
+    re.compile(r"\bthe (?:left|top) (?P<noun>\w+) is (?P<colour>\w+)\b"),
+)
+
+
+@torch.no_grad()
+def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, float]:
+    scenes = CapShapes(length=captions, size=16, seed=7, min_objects=2, shared_noun_prob=0.5)
+    colour = {COLOR_LEXICON[c].name: i for i, c in enumerate(CHROMATIC_COLORS)}
+    shape = {name: s for s, name in enumerate(SHAPES)}
+    texts: list[str] = []
+    pairs: list[list[tuple[int, int]]] = [[] for _ in SHAPES]  # (caption, colour) per shape
+    own: list[list[tuple[int, int]]] = [[] for _ in SHAPES]
+    for i in range(captions):
+        item = scenes[i]
+        if item["level"] == "scarce":
+            continue
+        texts.append(item["caption"])
+        shapes = item["shape_ids"].tolist()
+        for k, s in enumerate(shapes):
+            if s >= 0 and shapes.count(s) == 1 and bool(item["mentioned"][k]):
+                own[s].append(
+                    (len(texts) - 1, colour[COLOR_LEXICON[int(item["color_ids"][k])].name])
+                )
+        for pattern in _FIRST_OF_A_PAIR:
+            for match in pattern.finditer(item["caption"]):
+                s, c = shape.get(match["noun"]), colour.get(match["colour"])
+                if s is not None and c is not None and shapes.count(s) == 2:
+                    pairs[s].append((len(texts) - 1, c))
+    tokens, lengths = module.vocabulary.encode(texts, module.hparams.max_caption_length)
+    h = module.network.caption_encoder(tokens, lengths)
+    out = {}
+    for kind, samples in (("own noun", own), ("left/top of a shared noun", pairs)):
+        accuracies = []
+        for s in range(len(SHAPES)):
+            n = min(len(own[s]), len(pairs[s]))
+            if n < 10:  # too few captions of this shape to fit and score a probe
+                continue
+            rows, targets = zip(*samples[s][:n], strict=True)
+            accuracies.append(
+                linear_probe(h[list(rows)], torch.tensor(targets), int(0.8 * n), len(colour))
+            )
+        out[f"pair probe: {kind} (%)"] = (
+            100 * sum(accuracies) / len(accuracies) if accuracies else float("nan")
+        )
+    out["pair probe: captions per shape"] = min(
+        min(len(o), len(p)) for o, p in zip(own, pairs, strict=True)
+    )
+    return out
+
+
 @torch.no_grad()
 def shape_probe(module: FilmColorModule, size: int, scenes: int = 1200) -> dict[str, float]:
     data = CapShapes(length=scenes, size=size, seed=3)
@@ -201,6 +254,7 @@ def main() -> None:
         row.update(manipulation_outcomes(module, args.scenes, size))
         if module.uses_captions:
             row.update(caption_probe(module))
+            row.update(pair_probe(module))
         row.update(shape_probe(module, size))
         rows.append(row)
         print(row)
@@ -209,6 +263,7 @@ def main() -> None:
     split = {
         "manipulation": [k for k in keys if "probe" not in k],
         "caption probe": ["model", *(k for k in keys if k.startswith("caption probe"))],
+        "pair probe": ["model", *(k for k in keys if k.startswith("pair probe"))],
         "shape probe": ["model", *(k for k in keys if k.startswith("shape probe"))],
     }
     md = [

@@ -53,9 +53,32 @@ def test_rows_of_a_tiny_film_model(probes, tmp_path, monkeypatch):
     caption = probes.caption_probe(module, captions=240)
     assert list(caption) == [f"caption probe: {s} (%)" for s in SHAPES]
     assert all(0 <= v <= 100 for v in caption.values())
+    pair = probes.pair_probe(module, captions=600)
+    assert list(pair) == [
+        "pair probe: own noun (%)",
+        "pair probe: left/top of a shared noun (%)",
+        "pair probe: captions per shape",
+    ]
+    assert all(0 <= v <= 100 for v in list(pair.values())[:2])
     shape = probes.shape_probe(module, size, scenes=40)
     assert list(shape) == [f"shape probe: block {b} (%)" for b in range(1, 9)]
     assert all(math.isfinite(v) and 0 <= v <= 100 for v in shape.values())
+
+
+def test_pair_probe_reads_the_colour_of_the_left_or_top_one(probes):
+    def first(caption):
+        return [
+            m.group("colour", "noun") for p in probes._FIRST_OF_A_PAIR for m in p.finditer(caption)
+        ]
+
+    assert first("a red circle on the left and a blue circle on the right") == [("red", "circle")]
+    assert first("an image of a green square at the bottom, a blue square at the top") == [
+        ("blue", "square")
+    ]
+    assert first("the right star is yellow, the top leaf is green and the left star is pink") == [
+        ("green", "leaf"),
+        ("pink", "star"),
+    ]
 
 
 def test_table1_takes_labelled_checkpoints(tmp_path):
