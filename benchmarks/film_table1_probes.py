@@ -160,7 +160,8 @@ _FIRST_OF_A_PAIR = (
 @torch.no_grad()
 def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, float]:
     scenes = CapShapes(length=captions, size=16, seed=7, min_objects=2, shared_noun_prob=0.5)
-    colour = {COLOR_LEXICON[c].name: i for i, c in enumerate(CHROMATIC_COLORS)}
+    index = {c: i for i, c in enumerate(CHROMATIC_COLORS)}  # colour id -> probe class
+    colour = {COLOR_LEXICON[c].name: i for c, i in index.items()}  # caption word -> class
     shape = {name: s for s, name in enumerate(SHAPES)}
     texts: list[str] = []
     pairs: list[list[tuple[int, int]]] = [[] for _ in SHAPES]  # (caption, colour) per shape
@@ -173,9 +174,7 @@ def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, floa
         shapes = item["shape_ids"].tolist()
         for k, s in enumerate(shapes):
             if s >= 0 and shapes.count(s) == 1 and bool(item["mentioned"][k]):
-                own[s].append(
-                    (len(texts) - 1, colour[COLOR_LEXICON[int(item["color_ids"][k])].name])
-                )
+                own[s].append((len(texts) - 1, index[int(item["color_ids"][k])]))
         for pattern in _FIRST_OF_A_PAIR:
             for match in pattern.finditer(item["caption"]):
                 s, c = shape.get(match["noun"]), colour.get(match["colour"])
@@ -183,23 +182,21 @@ def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, floa
                     pairs[s].append((len(texts) - 1, c))
     tokens, lengths = module.vocabulary.encode(texts, module.hparams.max_caption_length)
     h = module.network.caption_encoder(tokens, lengths)
+    counts = [min(len(o), len(p)) for o, p in zip(own, pairs, strict=True)]  # same n per shape
     out = {}
     for kind, samples in (("own noun", own), ("left/top of a shared noun", pairs)):
         accuracies = []
-        for s in range(len(SHAPES)):
-            n = min(len(own[s]), len(pairs[s]))
+        for s, n in enumerate(counts):
             if n < 10:  # too few captions of this shape to fit and score a probe
                 continue
             rows, targets = zip(*samples[s][:n], strict=True)
             accuracies.append(
-                linear_probe(h[list(rows)], torch.tensor(targets), int(0.8 * n), len(colour))
+                linear_probe(h[list(rows)], torch.tensor(targets), int(0.8 * n), len(index))
             )
         out[f"pair probe: {kind} (%)"] = (
             100 * sum(accuracies) / len(accuracies) if accuracies else float("nan")
         )
-    out["pair probe: captions per shape"] = min(
-        min(len(o), len(p)) for o, p in zip(own, pairs, strict=True)
-    )
+    out["pair probe: captions per shape"] = min(counts)
     return out
 
 
