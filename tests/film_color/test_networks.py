@@ -362,3 +362,34 @@ def test_training_captions_from_records_and_items(tmp_path):
     items = [None, {"caption": "x y"}, {"caption": "z"}, {"caption": "w"}]
     assert list(training_captions(items, limit=3)) == ["x y", "z"]
     assert list(training_captions([{"rgb": 0}, {"caption": "never read"}], limit=5)) == []
+
+
+# --------------------------------------------------------------------------- optimizer
+def test_caption_lr_scale_gives_the_encoder_its_own_decaying_rate():
+    from film_color.module import FilmColorModule
+
+    kwargs = dict(width=0.125, embedding_dim=8, hidden_size=8, lr=1e-3, lr_step_size=2)
+    module = FilmColorModule(caption_lr_scale=10.0, lr_gamma=0.5, **kwargs)
+    module.network.set_vocab_size(12)
+    config = module.configure_optimizers()
+    rest, encoder = config["optimizer"].param_groups
+    encoder_ids = {id(p) for p in module.network.caption_encoder.parameters()}
+    assert {id(p) for p in encoder["params"]} == encoder_ids
+    assert not encoder_ids & {id(p) for p in rest["params"]}
+    assert len(rest["params"]) + len(encoder["params"]) == len(list(module.parameters()))
+    assert (rest["lr"], encoder["lr"]) == pytest.approx((1e-3, 1e-2))
+    for _ in range(2):
+        config["optimizer"].step()
+        config["lr_scheduler"]["scheduler"].step()
+    assert (rest["lr"], encoder["lr"]) == pytest.approx((5e-4, 5e-3))
+
+    # the default, and a model without a caption encoder, keep one group at ``lr``
+    for module in (
+        FilmColorModule(**kwargs),
+        FilmColorModule(conditioning="none", caption_lr_scale=10.0, **kwargs),
+    ):
+        module.network.set_vocab_size(12)
+        (group,) = module.configure_optimizers()["optimizer"].param_groups
+        assert group["lr"] == 1e-3 and len(group["params"]) == len(list(module.parameters()))
+    with pytest.raises(ValueError, match="caption_lr_scale"):
+        FilmColorModule(caption_lr_scale=0.0)

@@ -45,8 +45,13 @@ def subsample_targets(ab: Tensor, factor: int) -> Tensor:
     return ab[:, :, offset::factor, offset::factor]
 
 
-def adam_step_decay(parameters: Iterable[torch.nn.Parameter], hparams: Any) -> dict[str, Any]:
+def adam_step_decay(
+    parameters: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], hparams: Any
+) -> dict[str, Any]:
     """Adam with a step-decayed learning rate, as Lightning's ``configure_optimizers`` returns it.
+
+    ``parameters`` are parameters or Adam parameter groups (a group's own ``lr`` overrides
+    ``hparams.lr`` and decays with the others).
 
     ``hparams`` supplies ``lr``, ``betas``, ``weight_decay``, and ``lr_step_size`` /
     ``lr_gamma`` (the rate is multiplied by ``lr_gamma`` every ``lr_step_size`` optimizer steps).

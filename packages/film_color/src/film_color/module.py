@@ -136,6 +136,9 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         prior_batches: batches used to estimate the prior when no file is given.
         temperature: annealed-mean temperature for decoding.
         lr, betas, weight_decay: Adam settings.
+        caption_lr_scale: the caption encoder (word embedding and LSTM) learns at
+            ``caption_lr_scale * lr``; 1.0 (the default) is one rate for the whole model, as in
+            the paper.
         lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
             ``lr_step_size`` optimizer steps.
         manipulation_seed: seed of the colour swaps of the manipulation metric.
@@ -161,6 +164,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
+        caption_lr_scale: float = 1.0,
         lr_step_size: int = 100_000,
         lr_gamma: float = 0.1,
         manipulation_seed: int = 0,
@@ -170,6 +174,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if caption_lr_scale <= 0:
+            raise ValueError(f"caption_lr_scale must be > 0, got {caption_lr_scale}")
         if vocab_scan < 1 or max_caption_length < 1:
             raise ValueError(
                 f"vocab_scan and max_caption_length must be >= 1, got {vocab_scan}, "
@@ -458,4 +464,15 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
-        return adam_step_decay(self.network.parameters(), self.hparams)
+        encoder = self.network.caption_encoder
+        if encoder is None or self.hparams.caption_lr_scale == 1.0:
+            return adam_step_decay(self.network.parameters(), self.hparams)
+        own = {id(p) for p in encoder.parameters()}
+        groups = [
+            {"params": [p for p in self.network.parameters() if id(p) not in own]},
+            {
+                "params": list(encoder.parameters()),
+                "lr": self.hparams.lr * self.hparams.caption_lr_scale,
+            },
+        ]
+        return adam_step_decay(groups, self.hparams)
