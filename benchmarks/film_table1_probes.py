@@ -2,7 +2,7 @@
 
 Run after ``benchmarks/film_table1.py`` (it reads the checkpoints under
 ``outputs/film_color-bench/{fcnn,concat,film}``, or those given with ``--ckpt NAME=PATH``).
-Three measurements per checkpoint, all on CapShapes scenes never seen in training:
+Four measurements per checkpoint, all on CapShapes scenes never seen in training:
 
 * **manipulation outcomes**: the colour words of the validation captions are swapped
   (:func:`chromalab.metrics.manipulate_batch`) and every swapped object's colorized colour is
@@ -15,12 +15,21 @@ Three measurements per checkpoint, all on CapShapes scenes never seen in trainin
   each shape? A linear softmax probe (L-BFGS, L2 1e-3) per shape predicts the colour of that
   shape from ``h``, over captions that give it a colour (complete and partial levels, shape
   named once); trained on 5000 captions, scored on 1000 others (chance about 1/8).
+* **pair probe**: the same, on captions of scenes where two objects often share a noun
+  (:func:`pair_captions`): per shape, on the same number of captions, the colour of that shape
+  when it is named once, and the colour of the left (or top) one of two objects sharing it
+  ("a red circle on the left", "the top circle is red"); 80% to fit, 20% to score.
 * **shape probe**: do the image features tell the eight shapes apart? The output of each
   conditioned block is averaged over each object's mask (area-resized), and a linear probe
   predicts the object's shape (80% of the objects of 1200 scenes to fit, 20% to score; chance
   1/8).
 
-Results: ``benchmarks/results/film_table1_probes.{csv,md}``.
+One reference row, without a checkpoint: how far a caption encoder of the same size gets on the
+pair probe's questions when trained on them alone (:func:`direct_binding`, ``--direct-steps``
+steps, 0 to skip; about 4 CPU minutes for 5000), i.e. how learnable the binding is for a
+BiLSTM's last state at all.
+
+Results: ``benchmarks/results/film_table1_probes.{csv,md}`` (the csv holds the checkpoint rows).
 
     python benchmarks/film_table1_probes.py [--ckpt FILM=path.ckpt ...] [--scenes 512]
 """
@@ -45,6 +54,7 @@ from chromalab.data.capshapes import SHAPES
 from chromalab.data.collate import collate_skip_bad
 from chromalab.metrics import manipulate_batch
 from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON, ab_centers
+from film_color.language import CaptionEncoder, Vocabulary
 from film_color.module import FilmColorModule
 from film_color.weights import read_weights, trained_scene_size, trained_steps
 
@@ -157,14 +167,21 @@ _FIRST_OF_A_PAIR = (
 )
 
 
-@torch.no_grad()
-def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, float]:
-    scenes = CapShapes(length=captions, size=16, seed=7, min_objects=2, shared_noun_prob=0.5)
+def pair_captions(
+    captions: int, seed: int
+) -> tuple[list[str], list[list[tuple[int, int]]], list[list[tuple[int, int]]]]:
+    """Captions of scenes rich in shared nouns, and per shape ``(caption, colour class)`` pairs.
+
+    Returns ``(texts, own, pairs)``: ``own[s]`` lists the captions that name shape ``s`` once,
+    with its colour; ``pairs[s]`` those that name two objects of shape ``s``, with the colour of
+    the left (or top) one. Scarce captions (no colours) are left out.
+    """
+    scenes = CapShapes(length=captions, size=16, seed=seed, min_objects=2, shared_noun_prob=0.5)
     index = {c: i for i, c in enumerate(CHROMATIC_COLORS)}  # colour id -> probe class
     colour = {COLOR_LEXICON[c].name: i for c, i in index.items()}  # caption word -> class
     shape = {name: s for s, name in enumerate(SHAPES)}
     texts: list[str] = []
-    pairs: list[list[tuple[int, int]]] = [[] for _ in SHAPES]  # (caption, colour) per shape
+    pairs: list[list[tuple[int, int]]] = [[] for _ in SHAPES]
     own: list[list[tuple[int, int]]] = [[] for _ in SHAPES]
     for i in range(captions):
         item = scenes[i]
@@ -180,6 +197,12 @@ def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, floa
                 s, c = shape.get(match["noun"]), colour.get(match["colour"])
                 if s is not None and c is not None and shapes.count(s) == 2:
                     pairs[s].append((len(texts) - 1, c))
+    return texts, own, pairs
+
+
+@torch.no_grad()
+def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, float]:
+    texts, own, pairs = pair_captions(captions, seed=7)
     tokens, lengths = module.vocabulary.encode(texts, module.hparams.max_caption_length)
     h = module.network.caption_encoder(tokens, lengths)
     counts = [min(len(o), len(p)) for o, p in zip(own, pairs, strict=True)]  # same n per shape
@@ -191,12 +214,77 @@ def pair_probe(module: FilmColorModule, captions: int = 12000) -> dict[str, floa
                 continue
             rows, targets = zip(*samples[s][:n], strict=True)
             accuracies.append(
-                linear_probe(h[list(rows)], torch.tensor(targets), int(0.8 * n), len(index))
+                linear_probe(
+                    h[list(rows)], torch.tensor(targets), int(0.8 * n), len(CHROMATIC_COLORS)
+                )
             )
         out[f"pair probe: {kind} (%)"] = (
             100 * sum(accuracies) / len(accuracies) if accuracies else float("nan")
         )
     out["pair probe: captions per shape"] = min(counts)
+    return out
+
+
+def _binding_targets(
+    count: int, own: list[list[tuple[int, int]]], pairs: list[list[tuple[int, int]]]
+) -> Tensor:
+    """``(count, shapes, 2)`` colour classes: ``[..., 0]`` shape named once, ``[..., 1]`` the
+    left/top one of a shared noun; -1 where the caption does not say."""
+    targets = torch.full((count, len(SHAPES), 2), -1)
+    for slot, samples in enumerate((own, pairs)):
+        for s, found in enumerate(samples):
+            for row, c in found:
+                targets[row, s, slot] = c
+    return targets
+
+
+def direct_binding(
+    steps: int = 5000,
+    train_captions: int = 20000,
+    test_captions: int = 3000,
+    embedding_dim: int = 64,
+    hidden_size: int = 128,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+) -> dict[str, float]:
+    """How learnable the binding is for the caption encoder alone (a reference for the probes).
+
+    A fresh :class:`CaptionEncoder` of the CapShapes config's size and a linear readout of its
+    ``h`` are trained together (Adam, cross-entropy) to give, for every shape, the colour the
+    caption gives it when it is named once and the colour of the left/top one when two objects
+    share it: the same questions as the pair probe, now answered by an encoder trained for
+    nothing else. Scored on the pair probe's captions, which training never sees.
+    """
+    generator = torch.Generator().manual_seed(0)
+    texts, own, pairs = pair_captions(train_captions, seed=11)
+    test_texts, test_own, test_pairs = pair_captions(test_captions, seed=7)
+    vocabulary = Vocabulary.build(texts)
+    tokens, lengths = vocabulary.encode(texts, 64)
+    test_tokens, test_lengths = vocabulary.encode(test_texts, 64)
+    targets = _binding_targets(len(texts), own, pairs)
+    test_targets = _binding_targets(len(test_texts), test_own, test_pairs)
+    torch.manual_seed(0)
+    encoder = CaptionEncoder(len(vocabulary), embedding_dim, hidden_size)
+    readout = torch.nn.Linear(2 * hidden_size, len(SHAPES) * 2 * len(CHROMATIC_COLORS))
+    optimizer = torch.optim.Adam([*encoder.parameters(), *readout.parameters()], lr=lr)
+    for _ in range(steps):
+        batch = torch.randint(0, len(texts), (batch_size,), generator=generator)
+        logits = readout(encoder(tokens[batch], lengths[batch]))
+        loss = F.cross_entropy(
+            logits.view(-1, len(CHROMATIC_COLORS)), targets[batch].reshape(-1), ignore_index=-1
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        logits = readout(encoder(test_tokens, test_lengths))
+        guess = logits.view(len(test_texts), len(SHAPES), 2, -1).argmax(-1)
+    out: dict[str, float] = {"steps": steps, "training captions": len(texts)}
+    for slot, kind in enumerate(("own noun", "left/top of a shared noun")):
+        said = test_targets[..., slot] >= 0
+        right = (guess[..., slot] == test_targets[..., slot]) & said
+        per_shape = right.sum(0)[said.sum(0) > 0] / said.sum(0)[said.sum(0) > 0]
+        out[f"trained directly: {kind} (%)"] = 100 * float(per_shape.mean())
     return out
 
 
@@ -233,6 +321,12 @@ def main() -> None:
     parser.add_argument("--ckpt", nargs="*", default=[], help="NAME=PATH (default: the bench)")
     parser.add_argument("--scenes", type=int, default=512, help="validation scenes")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--direct-steps",
+        type=int,
+        default=5000,
+        help="steps of the caption encoder trained on the binding alone (0: skip)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ckpts = dict(item.split("=", 1) for item in args.ckpt) or {
@@ -255,6 +349,9 @@ def main() -> None:
         row.update(shape_probe(module, size))
         rows.append(row)
         print(row)
+    direct = direct_binding(args.direct_steps) if args.direct_steps > 0 else None
+    if direct is not None:
+        print(direct)
     keys = list(dict.fromkeys(k for row in rows for k in row))
     rows = [{k: row.get(k, "N/A") for k in keys} for row in rows]
     split = {
@@ -274,6 +371,16 @@ def main() -> None:
     ]  # fmt: skip
     for title, columns in split.items():
         md += [f"## {title}", "", markdown_table([{k: r[k] for k in columns} for r in rows])]
+        if title == "pair probe" and direct is not None:
+            md += [
+                "",
+                "The same questions answered by a caption encoder of the CapShapes config's size "
+                "(64-d words, 128 LSTM units a direction) trained on them alone, from scratch "
+                "(`direct_binding`; batch 64, Adam 1e-3; scored on the captions of 3000 of the "
+                "pair probe's scenes, every caption that names the shape):",
+                "",
+                markdown_table([direct]),
+            ]
     csv_path, md_path = write_results("film_table1_probes", rows, "\n".join(md))
     print(f"wrote {csv_path} and {md_path}")
 
