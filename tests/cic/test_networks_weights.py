@@ -136,3 +136,24 @@ def test_hook_and_condition_channels():
     calls = []
     out = plain(torch.rand(1, 1, 32, 32) * 100, lambda i, x: calls.append(i) or x)
     assert out.shape == (1, 25, 8, 8) and calls == list(range(8))
+
+
+def test_input_normalization():
+    torch.manual_seed(0)
+    # training mode: BatchNorm uses the batch's statistics (an untrained network's running
+    # statistics would flatten every output)
+    paper = CICNetwork(num_classes=25, width=0.125)
+    image = CICNetwork(num_classes=25, width=0.125, input_normalization="image")
+    image.load_state_dict(paper.state_dict())
+    l = torch.rand(2, 1, 32, 32) * 40 + 30
+    brighter = l * 0.8 + 15
+    with torch.no_grad():
+        # per-image standardization: a uniformly brighter, flatter image gives the same scores
+        assert torch.allclose(image(brighter), image(l), atol=1e-4)
+        # CIC's (L - 50) / 100 sees the difference
+        assert not torch.allclose(paper(brighter), paper(l), atol=1e-2)
+        # "image" is "paper" fed with standardized lightness mapped back to L units
+        standardized = 50 + 100 * (l - l.mean((2, 3), keepdim=True)) / l.std((2, 3), keepdim=True)
+        assert torch.allclose(image(l), paper(standardized), atol=1e-4)
+    with pytest.raises(ValueError, match="input_normalization"):
+        CICNetwork(num_classes=25, width=0.125, input_normalization="batch")

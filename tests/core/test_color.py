@@ -97,3 +97,40 @@ class TestNormalization:
         assert torch.equal(l, lab[:, :1]) and torch.equal(ab, lab[:, 1:])
         chroma = color.ab_chroma(ab)
         assert torch.allclose(chroma, (ab[:, :1] ** 2 + ab[:, 1:] ** 2).sqrt())
+
+
+class TestStandardizeL:
+    def test_matches_numpy_per_image(self):
+        l = torch.rand(3, 1, 8, 9, dtype=torch.float64) * 60 + 20
+        out = color.standardize_l(l)
+        for i in range(3):
+            x = l[i].numpy()
+            ref = (x - x.mean()) / x.std(ddof=1)
+            assert np.allclose(out[i].numpy(), ref, atol=1e-12)
+
+    def test_invariant_to_brightness_and_contrast(self):
+        l = torch.rand(2, 1, 16, 16) * 40 + 30
+        shifted = l * torch.tensor([0.5, 1.5]).view(2, 1, 1, 1) + torch.tensor([20.0, -10.0]).view(
+            2, 1, 1, 1
+        )
+        assert torch.allclose(color.standardize_l(shifted), color.standardize_l(l), atol=1e-5)
+        # images are standardized one by one, not over the batch
+        alone = color.standardize_l(l[1:])
+        assert torch.allclose(color.standardize_l(l)[1:], alone, atol=1e-6)
+
+    def test_flat_images_are_only_centred(self):
+        flat = torch.full((1, 1, 4, 4), 63.0)
+        assert torch.equal(color.standardize_l(flat), torch.zeros_like(flat))
+        faint = 50 + 0.1 * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        # std 0.1 < min_std 1: divided by 1, not amplified to unit variance
+        assert torch.allclose(color.standardize_l(faint), faint - faint.mean(), atol=1e-5)
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\)"):
+            color.standardize_l(torch.rand(2, 3, 4, 4))
+        with pytest.raises(ValueError, match="min_std"):
+            color.standardize_l(torch.rand(1, 1, 4, 4), min_std=0.0)
+
+    def test_gradcheck(self):
+        l = (torch.rand(2, 1, 3, 4, dtype=torch.float64) * 50 + 25).requires_grad_()
+        assert torch.autograd.gradcheck(color.standardize_l, (l,))

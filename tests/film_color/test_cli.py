@@ -442,3 +442,41 @@ def test_validation_draws_the_scenes_at_the_trained_size(film_ckpt, monkeypatch)
     demo.validate(film_ckpt, scenes=8, size=48)
     assert 0.0 <= demo.grid_ceiling(scenes=8, size=32) <= 1.0
     assert sizes == [32, 48, 32]
+
+
+def test_input_normalization_is_checkpointed_and_checked_by_init_from(film_ckpt, tmp_path):
+    ckpt = fit_tiny(tmp_path / "image", "--model.input_normalization", "image")
+    module = FilmColorModule.load_from_checkpoint(ckpt).eval()
+    assert module.network.fcnn.input_normalization == "image"
+    l = torch.rand(2, 1, 32, 32) * 40 + 30
+    captions = ["a red circle", "a blue star on the left and a green star on the right"]
+    with torch.no_grad():  # per-image standardized input: brightness and contrast do not matter
+        assert torch.allclose(module(l * 0.7 + 20, captions), module(l, captions), atol=1e-4)
+    # the same conditioning continues whole; weights trained on other inputs are refused
+    again = fit_tiny(
+        tmp_path / "again", "--model.input_normalization", "image", "--model.init_from", str(ckpt)
+    )
+    assert FilmColorModule.load_from_checkpoint(again).hparams.input_normalization == "image"
+    with pytest.raises(ValueError, match="input_normalization 'paper'"):
+        fit_tiny(
+            tmp_path / "mixed", "--model.input_normalization", "image", "--model.init_from",
+            str(film_ckpt),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("conditioning", ["none", "concat", "film"])
+def test_channels_last_changes_the_layout_not_the_result(conditioning):
+    torch.manual_seed(0)
+    kwargs = dict(conditioning=conditioning, width=0.125, embedding_dim=8, hidden_size=4)
+    last = FilmColorModule(**kwargs).eval()
+    plain = FilmColorModule(**kwargs, channels_last=False).eval()
+    captions = ["a red circle and a blue star", "the left heart is green"]
+    for module in (last, plain):
+        module.set_vocabulary(Vocabulary.build(captions))
+    plain.load_state_dict(last.state_dict())
+    conv = last.network.fcnn.blocks[3][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert plain.network.fcnn.blocks[3][0].weight.is_contiguous()
+    l = torch.rand(2, 1, 32, 32) * 100
+    with torch.no_grad():
+        assert torch.allclose(last(l, captions), plain(l, captions), atol=1e-4)

@@ -36,6 +36,7 @@ __all__ = [
     "normalize_l",
     "rgb_to_hsv",
     "rgb_to_l_ab",
+    "standardize_l",
     "rgb_to_lab",
 ]
 
@@ -93,6 +94,27 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
 def normalize_l(l: Tensor) -> Tensor:
     """Lightness ``[0, 100]`` to the network input range ``[-0.5, 0.5]``: ``(L - 50) / 100``."""
     return (l - L_CENTER) / L_SCALE
+
+
+def standardize_l(l: Tensor, min_std: float = 1.0) -> Tensor:
+    """Per-image standardized lightness: ``(L - mean) / max(std, min_std)``.
+
+    Mean and standard deviation are taken over each image's ``(C, H, W)`` (``l`` is
+    ``(B, 1, H, W)``), so the result does not change when an image is made uniformly brighter
+    or its contrast is scaled (while its std stays above ``min_std``, in L units; flatter
+    images are only centred, which keeps a uniform image at zero instead of amplifying noise).
+
+    This is an alternative network input to :func:`normalize_l` for data whose absolute
+    lightness carries no information about colour (CapShapes draws every object's and the
+    background's lightness independently of their colours): a network then need not learn to
+    discount each image's brightness before it can find edges and shapes.
+    """
+    if l.dim() != 4 or l.shape[1] != 1:
+        raise ValueError(f"expected lightness of shape (B, 1, H, W), got {tuple(l.shape)}")
+    if min_std <= 0:
+        raise ValueError(f"min_std must be positive, got {min_std}")
+    std, mean = torch.std_mean(l, dim=(1, 2, 3), keepdim=True)
+    return (l - mean) / std.clamp(min=min_std)
 
 
 def denormalize_l(l_norm: Tensor) -> Tensor:

@@ -27,12 +27,19 @@ Module layout mirrors the authors' released PyTorch model (``model1`` ... ``mode
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from torch import Tensor, nn
 
-from chromalab.color import normalize_l
+from chromalab.color import normalize_l, standardize_l
 
-__all__ = ["OUTPUT_STRIDE", "BlockHook", "CICNetwork"]
+__all__ = ["INPUT_NORMALIZATIONS", "OUTPUT_STRIDE", "BlockHook", "CICNetwork", "InputNormalization"]
+
+#: How lightness becomes the network input: ``"paper"`` is CIC's ``(L - 50) / 100``
+#: (:func:`chromalab.color.normalize_l`, what the released weights expect); ``"image"``
+#: standardizes each image (:func:`chromalab.color.standardize_l`).
+InputNormalization = Literal["paper", "image"]
+INPUT_NORMALIZATIONS: tuple[str, ...] = ("paper", "image")
 
 #: Input pixels per output cell along each side: class scores come out at 1/4 resolution.
 OUTPUT_STRIDE = 4
@@ -88,10 +95,14 @@ class CICNetwork(nn.Module):
         condition_channels: extra input channels of blocks 2-8 and of the readout, for
             conditioning that concatenates a vector to every block's output (the CONCAT model
             of Manjunatha et al. 2018, Eq. 1). 0 for plain CIC.
+        input_normalization: ``"paper"`` (``(L - 50) / 100``, the default and what the
+            released weights expect) or ``"image"`` (each image standardized to zero mean and
+            unit variance, :func:`chromalab.color.standardize_l`; not in the paper, for data
+            whose absolute lightness says nothing about colour).
 
     Shapes:
-        input ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (normalized inside with
-        :func:`chromalab.color.normalize_l`); output scores ``(B, Q, H/4, W/4)``. ``H`` and
+        input ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (normalized inside, see
+        ``input_normalization``); output scores ``(B, Q, H/4, W/4)``. ``H`` and
         ``W`` must be multiples of 8.
     """
 
@@ -101,8 +112,14 @@ class CICNetwork(nn.Module):
         width: float = 1.0,
         deep_supervision: bool = False,
         condition_channels: int = 0,
+        input_normalization: InputNormalization = "paper",
     ):
         super().__init__()
+        if input_normalization not in INPUT_NORMALIZATIONS:
+            raise ValueError(
+                f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got "
+                f"{input_normalization!r}"
+            )
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if width <= 0:
@@ -111,6 +128,7 @@ class CICNetwork(nn.Module):
         self.width = width
         self.deep_supervision = deep_supervision
         self.condition_channels = condition_channels
+        self.input_normalization = input_normalization
         extra = condition_channels
         blocks = []
         c_in = 1
@@ -158,7 +176,7 @@ class CICNetwork(nn.Module):
         the next block: the attachment point of FiLM and CONCAT conditioning.
         """
         self._check_input(l)
-        x = normalize_l(l)
+        x = normalize_l(l) if self.input_normalization == "paper" else standardize_l(l)
         outputs = []
         for i, block in enumerate(self.blocks):
             x = block(x)

@@ -44,7 +44,7 @@ from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
 from chromalab.rebalance import pixel_weights
 from cic.module import ClassRebalancing, adam_step_decay
-from cic.networks import OUTPUT_STRIDE
+from cic.networks import OUTPUT_STRIDE, InputNormalization
 from film_color.language import Vocabulary
 from film_color.networks import GRID_SIZE, GRID_STEP, Conditioning, FilmColorNetwork
 from film_color.weights import (
@@ -121,6 +121,12 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         max_caption_length: captions are cut to this many tokens.
         position_maps: append ``x``/``y`` coordinate maps after every block (not in the paper;
             see :mod:`film_color.networks`).
+        input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``, the default) or ``"image"``
+            (each image standardized to zero mean and unit variance,
+            :func:`chromalab.color.standardize_l`; not in the paper). On CapShapes, whose
+            lightness is drawn independently of colour, ``"image"`` lets the network find the
+            shapes sooner (``benchmarks/results/film_table1.md``). A ``film-color fit``
+            checkpoint given to ``init_from`` must have been trained with the same setting.
         init_from: CIC weights for the convolutional layers (§3.1): a ``cic fit`` or
             ``film-color fit`` checkpoint, or the released ``colorization_release_v2-*.pth``
             (see :mod:`film_color.weights`). A ``film-color fit`` checkpoint of the same
@@ -142,6 +148,10 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
             ``lr_step_size`` optimizer steps.
         manipulation_seed: seed of the colour swaps of the manipulation metric.
+        channels_last: run the image network in channels-last memory format (default: on, as
+            in :class:`cic.module.CICModule`; same results up to float rounding, faster on CPU
+            and GPU, most of all under ``trainer.precision: bf16-mixed``: see
+            ``benchmarks/film_speed.py``).
     """
 
     def __init__(
@@ -155,6 +165,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         vocab_scan: int = 5000,
         max_caption_length: int = 64,
         position_maps: bool = False,
+        input_normalization: InputNormalization = "paper",
         init_from: str | None = None,
         lam: float = 0.5,
         sigma: float = 5.0,
@@ -168,6 +179,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         lr_step_size: int = 100_000,
         lr_gamma: float = 0.1,
         manipulation_seed: int = 0,
+        channels_last: bool = True,
     ):
         super().__init__()
         if not 0.0 <= lam <= 1.0:
@@ -191,7 +203,10 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             hidden_size,
             self.bins.num_bins,
             position_maps,
+            input_normalization,
         )
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.network.fcnn.to(memory_format=self._memory_format)
         self.vocabulary: Vocabulary | None = None
         #: side of the square images the model was trained on (set by ``fit``, checkpointed)
         self.input_size: int | None = None
@@ -245,6 +260,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
 
         ``captions`` (``B`` strings) is required for CONCAT and FILM and ignored by the FCNN.
         """
+        l = l.contiguous(memory_format=self._memory_format)
         if not self.uses_captions:
             return self.network(l)
         tokens, lengths = self.encode_captions(captions, l.shape[0])
@@ -259,6 +275,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
 
     def features(self, l: Tensor, captions: Sequence[str] | None = None) -> list[Tensor]:
         """The 8 block outputs after conditioning (after the FiLM layers for FILM)."""
+        l = l.contiguous(memory_format=self._memory_format)
         if not self.uses_captions:
             return self.network.features(l)
         tokens, lengths = self.encode_captions(captions, l.shape[0])
@@ -281,14 +298,23 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
     def _initialise_from(self, path: Path) -> None:
         """``init_from``: a checkpoint of this conditioning whole, else the CIC layers (§3.1)."""
         blob = read_weights(path)
+        # the released CIC weights and older checkpoints were all trained on CIC's own input
+        theirs = (blob.get("hyper_parameters") or {}).get("input_normalization", "paper")
+        if theirs != self.hparams.input_normalization:
+            raise ValueError(
+                f"init_from {path} was trained with input_normalization {theirs!r}, this model "
+                f"uses {self.hparams.input_normalization!r}: its weights expect other inputs"
+            )
         whole = film_network_state(blob, self.hparams.conditioning)
         if whole is None:
             init_from_cic(self.network.fcnn, path, self.bins, blob)
+            self.network.fcnn.to(memory_format=self._memory_format)
             return
         state, tokens = whole
         self.set_vocabulary(Vocabulary(tokens))
         self.steps_before = trained_steps(blob)
         report = load_film_network(self.network, state, self.bins, str(path))
+        self.network.fcnn.to(memory_format=self._memory_format)  # widened weights are new
         logger.info(
             "initialised the whole network and vocabulary from %s (%d steps trained; %d "
             "convolutions widened with zero input channels)",

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from cic.networks import CICNetwork
+from cic.networks import CICNetwork, InputNormalization
 from film_color.language import CaptionEncoder
 
 __all__ = [
@@ -113,6 +113,8 @@ class FilmColorNetwork(nn.Module):
         num_classes: ab classes (625 in the paper).
         position_maps: append ``x``/``y`` maps after every block (not in the paper; see the
             module documentation).
+        input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``) or ``"image"`` (each
+            image standardized; not in the paper), see :class:`cic.networks.CICNetwork`.
 
     Shapes:
         ``forward(l, tokens, lengths)``: ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (``H``,
@@ -129,6 +131,7 @@ class FilmColorNetwork(nn.Module):
         hidden_size: int = 256,
         num_classes: int = NUM_CLASSES,
         position_maps: bool = False,
+        input_normalization: InputNormalization = "paper",
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
@@ -142,6 +145,7 @@ class FilmColorNetwork(nn.Module):
             width,
             condition_channels=(condition_dim if conditioning == "concat" else 0)
             + (POSITION_CHANNELS if self.position_maps else 0),
+            input_normalization=input_normalization,
         )
         self.caption_encoder = (
             CaptionEncoder(vocab_size, embedding_dim, hidden_size) if language else None
