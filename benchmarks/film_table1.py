@@ -120,6 +120,14 @@ def main() -> None:
         "--long-steps", type=int, default=8000, help=f"steps of the '{LONG_FILM}' row (0: none)"
     )
     parser.add_argument("--retrain", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument(
+        "--only-given",
+        action="store_true",
+        help="evaluate only the --checkpoint rows (no FCNN / CONCAT / FILM training)",
+    )
+    parser.add_argument(
+        "--results", default="film_table1", help="name of the results files (csv and md)"
+    )
     parser.add_argument("--scenes", type=int, default=512, help="validation scenes")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--coco-val", default=None, help="MSCOCO captions_val2014.json")
@@ -142,16 +150,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     coco_ckpts = dict(item.split("=", 1) for item in args.coco_ckpt)
 
+    if args.only_given and not given:
+        raise SystemExit("--only-given needs at least one --checkpoint LABEL=PATH")
     rows, budget = [], []
-    runs = {"none": train_or_reuse(RUNS / "fcnn", "none", args.fcnn_steps, args.retrain)}
-    fcnn_ckpt, fcnn_seconds = runs["none"]
-    for conditioning in ("concat", "film"):
-        init = ["--model.init_from", str(fcnn_ckpt)]
-        runs[conditioning] = train_or_reuse(
-            RUNS / conditioning, conditioning, args.steps, args.retrain, init
-        )
-    models = dict(MODELS)  # row name -> key of ``runs``
-    if args.long_steps > 0:
+    runs: dict[str, tuple[Path, float | None]] = {}
+    models: dict[str, str] = {}  # row name -> key of ``runs``
+    if not args.only_given:
+        runs["none"] = train_or_reuse(RUNS / "fcnn", "none", args.fcnn_steps, args.retrain)
+        fcnn_ckpt, _ = runs["none"]
+        for conditioning in ("concat", "film"):
+            init = ["--model.init_from", str(fcnn_ckpt)]
+            runs[conditioning] = train_or_reuse(
+                RUNS / conditioning, conditioning, args.steps, args.retrain, init
+            )
+        models.update(MODELS)
+    if args.long_steps > 0 and not args.only_given:
         init = ["--model.init_from", str(fcnn_ckpt), *LONG_FILM_ARGS]
         runs["film-long"] = train_or_reuse(
             RUNS / "film-long", "film", args.long_steps, args.retrain, init
@@ -208,13 +221,21 @@ def main() -> None:
         "",
         f"Machine: {machine_description()}.",
         "",
-        "Training: `film-color fit --config packages/film_color/configs/capshapes.yaml "
-        "--model.conditioning none|concat|film` (CapShapes 64x64 scenes generated on the fly, "
-        "never repeated; CIC width 0.25, BiLSTM 2x128, batch 16, Adam 1e-3; "
-        f"{args.threads} torch thread(s) + 1 data worker). CONCAT and FILM are initialised "
-        "from the FCNN checkpoint (the paper's §3.1 recipe). Budget, wall time on this CPU "
-        "(2 cores shared with other jobs, so times are upper bounds): " + "; ".join(budget) + ".",
-        "",
+        *(
+            [
+                "Training: `film-color fit --config packages/film_color/configs/capshapes.yaml "
+                "--model.conditioning none|concat|film` (CapShapes 64x64 scenes generated on the "
+                "fly, never repeated; CIC width 0.25, BiLSTM 2x128, batch 16, Adam 1e-3; "
+                f"{args.threads} torch thread(s) + 1 data worker). CONCAT and FILM are "
+                "initialised from the FCNN checkpoint (the paper's §3.1 recipe). Budget, wall "
+                "time on this CPU (2 cores shared with other jobs, so times are upper bounds): "
+                + "; ".join(budget)
+                + ".",
+                "",
+            ]
+            if not args.only_given
+            else ["Budget: " + "; ".join(budget) + ".", ""]
+        ),
         *(
             [
                 f"Row '{LONG_FILM}' goes beyond the paper's recipe: FILM from the same FCNN, "
@@ -263,7 +284,7 @@ def main() -> None:
         "`benchmarks/results/film_table1_probes.md` (`python benchmarks/film_table1_probes.py`).",
         "",
     ]
-    csv_path, md_path = write_results("film_table1", rows, "\n".join(md))
+    csv_path, md_path = write_results(args.results, rows, "\n".join(md))
     print(f"wrote {csv_path} and {md_path}")
 
 
