@@ -125,7 +125,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             (each image standardized to zero mean and unit variance,
             :func:`chromalab.color.standardize_l`; not in the paper). On CapShapes, whose
             lightness is drawn independently of colour, ``"image"`` lets the network find the
-            shapes sooner (``benchmarks/results/film_table1.md``). A ``film-color fit``
+            shapes sooner (``benchmarks/results/film_input_normalization.md``). A ``film-color fit``
             checkpoint given to ``init_from`` must have been trained with the same setting.
         init_from: CIC weights for the convolutional layers (§3.1): a ``cic fit`` or
             ``film-color fit`` checkpoint, or the released ``colorization_release_v2-*.pth``
@@ -308,20 +308,19 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         whole = film_network_state(blob, self.hparams.conditioning)
         if whole is None:
             init_from_cic(self.network.fcnn, path, self.bins, blob)
-            self.network.fcnn.to(memory_format=self._memory_format)
-            return
-        state, tokens = whole
-        self.set_vocabulary(Vocabulary(tokens))
-        self.steps_before = trained_steps(blob)
-        report = load_film_network(self.network, state, self.bins, str(path))
+        else:
+            state, tokens = whole
+            self.set_vocabulary(Vocabulary(tokens))
+            self.steps_before = trained_steps(blob)
+            report = load_film_network(self.network, state, self.bins, str(path))
+            logger.info(
+                "initialised the whole network and vocabulary from %s (%d steps trained; %d "
+                "convolutions widened with zero input channels)",
+                path,
+                self.steps_before,
+                len(report.widened),
+            )
         self.network.fcnn.to(memory_format=self._memory_format)  # widened weights are new
-        logger.info(
-            "initialised the whole network and vocabulary from %s (%d steps trained; %d "
-            "convolutions widened with zero input channels)",
-            path,
-            self.steps_before,
-            len(report.widened),
-        )
 
     def _build_vocabulary(self, datamodule: Any) -> Vocabulary:
         tokens = None
