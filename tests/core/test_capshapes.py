@@ -128,6 +128,52 @@ class TestItems:
             assert off[i]["caption"] == dataset[i]["caption"]
             assert torch.equal(off[i]["rgb"], dataset[i]["rgb"])
 
+    def test_counterfactual_pairs_differ_only_in_the_binding(self, dataset):
+        ds = CapShapes(length=400, size=32, seed=5, counterfactual_pairs=True)
+        assert ds.group_size == 2 and dataset.group_size == 1
+        seen = Counter()
+        for k in range(100):
+            a, b = ds[2 * k], ds[2 * k + 1]
+            assert (a["index"], b["index"]) == (2 * k, 2 * k + 1)
+            # the same grey image, objects, layout, level and caption words
+            assert torch.allclose(rgb_to_lab(a["rgb"])[0], rgb_to_lab(b["rgb"])[0], atol=1e-3)
+            for key in ("masks", "shape_ids", "mentioned", "background_color_id"):
+                assert torch.equal(a[key], b[key])
+            assert a["level"] == b["level"]
+
+            def blanked(caption: str) -> str:
+                for start, end, _ in reversed(find_color_words(caption)):
+                    caption = caption[:start] + "_" + caption[end:]
+                return re.sub(r"\ban\b", "a", caption)  # "an orange", "a red"
+
+            assert blanked(a["caption"]) == blanked(b["caption"])
+            n = int((a["color_ids"] >= 0).sum())
+            old, new = a["color_ids"][:n], b["color_ids"][:n]
+            named = a["mentioned"][:n]
+            assert torch.equal(old[~named], new[~named])  # unnamed objects keep their colour
+            assert set(new.tolist()) <= set(CHROMATIC_COLORS)
+            shapes = b["shape_ids"][:n].tolist()
+            own = [color_index(CANONICAL_COLORS.get(SHAPES[s], "gray")) for s in shapes]
+            assert b["canonical"][:n].tolist() == [
+                c == o for c, o in zip(new.tolist(), own, strict=True)
+            ]
+            if a["level"] == "scarce":
+                assert torch.equal(a["rgb"], b["rgb"]) and a["caption"] == b["caption"]
+                seen["scarce"] += 1
+                continue
+            assert bool((old[named] != new[named]).all())  # every named object changes colour
+            if len(set(old[named].tolist())) > 1:  # the caption's colour words stay the same
+                assert set(old[named].tolist()) == set(new[named].tolist())
+                seen["exchanged"] += 1
+            else:
+                seen["recoloured"] += 1
+            # the image shows the new colours: object hues follow the twin's colour ids
+            for k2 in range(n):
+                ab = rgb_to_lab(b["rgb"].double())[1:, b["masks"][k2]].mean(1).numpy()
+                nearest = CHROMATIC_COLORS[int(np.argmin(((CENTERS - ab) ** 2).sum(1)))]
+                assert nearest == int(new[k2]) or b["masks"][k2].sum() < 4
+        assert min(seen["scarce"], seen["exchanged"], seen["recoloured"]) >= 5
+
     def test_variety(self, dataset):
         shapes = Counter(s for i in range(200) for s in dataset[i]["shape_ids"].tolist() if s >= 0)
         assert len(shapes) == len(SHAPES) >= 5

@@ -174,6 +174,22 @@ class TestEpochShuffleSampler:
                 resumed = batches(done * batch * world, rank)
                 assert resumed[: len(full) - done] == full[done:]
 
+    def test_groups_stay_together(self) -> None:
+        data = list(range(21))
+        # one item per group: the same draw as without the option (resumes stay exact)
+        assert list(EpochShuffleSampler(data, seed=3, group=1)) == list(
+            EpochShuffleSampler(data, seed=3)
+        )
+        order = list(EpochShuffleSampler(data, seed=3, group=2))
+        assert sorted(order) == data and order != data
+        at = {index: position for position, index in enumerate(order)}
+        # every pair of neighbours 2k, 2k + 1 is drawn together, 2k first (20 is a group alone)
+        assert all(at[2 * k + 1] == at[2 * k] + 1 for k in range(10))
+        assert len(order) == 21
+        assert list(EpochShuffleSampler(data, seed=3, group=3)) != order
+        with pytest.raises(ValueError, match="group"):
+            EpochShuffleSampler(data, group=0)
+
     def test_forwards_epoch_to_dataset(self, photo_folder: Path) -> None:
         dataset = ImageFolderDataset(photo_folder, image_size=8, train=True)
         EpochShuffleSampler(dataset).set_epoch(4)
@@ -248,6 +264,25 @@ class TestCapShapesSource:
         assert (dm.train_dataset.min_objects, dm.val_dataset.min_objects) == (4, 1)
         assert (dm.train_dataset.shared_noun_prob, dm.val_dataset.shared_noun_prob) == (0.5, 0.0)
         assert all((dm.train_dataset[i]["color_ids"] >= 0).sum() >= 3 for i in range(8))
+
+    def test_counterfactual_pairs_share_a_batch(self) -> None:
+        dm = ColorizationDataModule(
+            capshapes_train_length=32,
+            capshapes_val_length=4,
+            capshapes_size=16,
+            batch_size=4,
+            capshapes_train_options={"counterfactual_pairs": True},
+        )
+        dm.setup("fit")
+        assert not dm.val_dataset.counterfactual_pairs
+        for batch in batches(dm.train_dataloader(), 3):
+            index = batch["index"].tolist()
+            assert [i // 2 for i in index[0::2]] == [i // 2 for i in index[1::2]]
+            assert [i % 2 for i in index] == [0, 1, 0, 1]
+            assert torch.equal(batch["masks"][0::2], batch["masks"][1::2])  # same scenes
+        dm.batch_size = 3
+        with pytest.raises(ValueError, match="multiple of 2"):
+            dm.train_dataloader()
 
     @pytest.mark.parametrize(
         ("options", "message"),

@@ -235,6 +235,18 @@ class CapShapes(Dataset):
             it gets one of the other chromatic colours, uniformly.
         canonical_colors: shape name -> canonical colour name (chromatic); default
             :data:`CANONICAL_COLORS`. Shapes left out have none.
+        counterfactual_pairs: items ``2k`` and ``2k + 1`` show the same scene (shapes, layout,
+            lightness, textures and caption template: the same grey image) and differ only in
+            which colour goes with which named object: item ``2k + 1`` maps the distinct
+            colours of the objects its caption colours onto each other by a random cycle (every
+            such object changes colour, the set of colour words stays the same), or, with one
+            such colour, to another chromatic colour. Unnamed objects, the background and
+            scarce-level scenes (no colour words) are left as they are. A batch holding both
+            items rewards only a model that binds each colour word to its object; painting the
+            objects with the caption's colours regardless of which is which earns nothing on
+            the pair. Training option, not in any of the papers; off by default (the scenes are
+            then exactly those without it). :attr:`group_size` is 2 with it: the training
+            sampler keeps a pair together.
 
     Items are dicts (fixed shapes, so the default collate stacks them):
 
@@ -258,6 +270,7 @@ class CapShapes(Dataset):
         level_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
         canonical_prob: float = 0.8,
         canonical_colors: dict[str, str] | None = None,
+        counterfactual_pairs: bool = False,
     ) -> None:
         if not 1 <= length <= sys.maxsize:
             raise ValueError(f"length must be in [1, {sys.maxsize}], got {length}")
@@ -290,6 +303,7 @@ class CapShapes(Dataset):
             CANONICAL_COLORS if canonical_colors is None else canonical_colors
         )
         self._canonical_ids = _canonical_ids(self.canonical_colors)
+        self.counterfactual_pairs = bool(counterfactual_pairs)
         coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
         self._x = coords.view(1, 1, size)
         self._y = coords.view(1, size, 1)
@@ -300,14 +314,36 @@ class CapShapes(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def group_size(self) -> int:
+        """Consecutive items a sampler must keep together: 2 with ``counterfactual_pairs``."""
+        return 2 if self.counterfactual_pairs else 1
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = operator.index(index)
         if not 0 <= i < self.length:
             raise IndexError(f"index {i} is out of range for CapShapes of length {self.length}")
-        rng = np.random.default_rng([self.seed, i])
-        shapes, colors, canonical = self._draw_objects(rng)
+        if not self.counterfactual_pairs:
+            return self._scene(i, i)
+        base, variant = divmod(i, 2)
+        item = self._scene(base, i)
+        if variant:
+            colors = self._exchange_colors(item, np.random.default_rng([self.seed, base, 1]))
+            if colors is not None:
+                item = self._scene(base, i, colors)
+        return item
+
+    def _scene(self, scene: int, index: int, colors: list[int] | None = None) -> dict[str, Any]:
+        """Scene number ``scene`` as item ``index``; ``colors`` replaces its object colours."""
+        rng = np.random.default_rng([self.seed, scene])
+        shapes, drawn, canonical = self._draw_objects(rng)
         centers, scales = self._place(rng, len(shapes))
-        shapes, colors, canonical = (x[: len(centers)] for x in (shapes, colors, canonical))
+        shapes, drawn, canonical = (x[: len(centers)] for x in (shapes, drawn, canonical))
+        if colors is None:
+            colors = drawn
+        else:  # the generator's draws do not depend on the colours: all else stays the same
+            own = [self._canonical_ids.get(s) for s in shapes]
+            canonical = [c == o for c, o in zip(colors, own, strict=True)]
         n = len(shapes)
         bg_color = int(rng.choice([*CHROMATIC_COLORS, color_index("gray")]))
         texture = BACKGROUND_TEXTURES[int(rng.integers(len(BACKGROUND_TEXTURES)))]
@@ -333,8 +369,27 @@ class CapShapes(Dataset):
             "mentioned": torch.tensor(mentioned + [False] * pad, dtype=torch.bool),
             "canonical": torch.tensor(canonical + [False] * pad, dtype=torch.bool),
             "background_color_id": torch.tensor(bg_color, dtype=torch.long),
-            "index": i,
+            "index": index,
         }
+
+    @staticmethod
+    def _exchange_colors(item: dict[str, Any], rng: np.random.Generator) -> list[int] | None:
+        """Object colours of the counterfactual twin of ``item`` (see ``counterfactual_pairs``),
+        or ``None`` when its caption colours no object (scarce level)."""
+        if item["level"] == "scarce":
+            return None
+        colors = [int(c) for c in item["color_ids"].tolist() if c >= 0]
+        named = item["mentioned"].tolist()[: len(colors)]
+        distinct = list(dict.fromkeys(c for c, m in zip(colors, named, strict=True) if m))
+        if not distinct:
+            return None
+        if len(distinct) == 1:
+            options = [c for c in CHROMATIC_COLORS if c != distinct[0]]
+            mapping = {distinct[0]: options[int(rng.integers(len(options)))]}
+        else:  # a random cycle through the named colours: no colour keeps its objects
+            cycle = [distinct[j] for j in rng.permutation(len(distinct))]
+            mapping = dict(zip(cycle, cycle[1:] + cycle[:1], strict=True))
+        return [mapping[c] if m else c for c, m in zip(colors, named, strict=True)]
 
     # ------------------------------------------------------------------ scene parameters
 

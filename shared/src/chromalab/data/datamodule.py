@@ -78,18 +78,28 @@ class EpochShuffleSampler(Sampler[int]):
         seed: non-negative base seed of the permutation.
         shuffle: draw a permutation; ``False`` gives ``0, 1, ..., n-1``.
         start: position in the epoch's order at which passes begin (see above).
+        group: consecutive indices that stay together, in order (``0, 1`` then ``6, 7``, ...
+            for 2): the permutation moves whole groups (a last, shorter group keeps its place
+            in the draw). For datasets whose neighbouring items belong together, such as
+            :class:`~chromalab.data.CapShapes` with ``counterfactual_pairs``.
     """
 
     def __init__(
-        self, data_source: Sized, seed: int = 0, shuffle: bool = True, start: int = 0
+        self,
+        data_source: Sized,
+        seed: int = 0,
+        shuffle: bool = True,
+        start: int = 0,
+        group: int = 1,
     ) -> None:
-        for name, value in (("seed", seed), ("start", start)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for name, value, low in (("seed", seed, 0), ("start", start, 0), ("group", group, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.data_source = data_source
         self.seed = seed
         self.shuffle = shuffle
         self.start = start
+        self.group = group
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -113,7 +123,10 @@ class EpochShuffleSampler(Sampler[int]):
         n = len(self.data_source)
         if self.shuffle:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-            order = torch.randperm(n, generator=generator).tolist()
+            groups = -(-n // self.group)
+            blocks = torch.randperm(groups, generator=generator)
+            order_t = (blocks[:, None] * self.group + torch.arange(self.group)).flatten()
+            order = order_t[order_t < n].tolist()
         else:
             order = list(range(n))
         start = self.start % n if n else 0
@@ -179,6 +192,7 @@ _CAPSHAPES_OPTIONS = (
     "level_probs",
     "canonical_prob",
     "canonical_colors",
+    "counterfactual_pairs",
 )
 
 
@@ -423,7 +437,14 @@ class ColorizationDataModule(pl.LightningDataModule):
             # Whole batches when every rank gets at least one: a last, smaller batch would move
             # the batch boundaries of a resumed epoch (and a batch of one breaks BatchNorm).
             world = self.trainer.world_size if self.trainer is not None else 1
-            order = EpochShuffleSampler(dataset, seed=self.seed, shuffle=True)
+            group = int(getattr(dataset, "group_size", 1))
+            if self.batch_size % group:
+                raise ValueError(
+                    f"the training set keeps groups of {group} items together (e.g. CapShapes' "
+                    f"counterfactual_pairs): batch_size must be a multiple of {group}, got "
+                    f"{self.batch_size}"
+                )
+            order = EpochShuffleSampler(dataset, seed=self.seed, shuffle=True, group=group)
             return ResumableDataLoader(
                 dataset,
                 sampler=order,
