@@ -18,8 +18,10 @@ from film_color.cli import main, run
 from film_color.language import Vocabulary, tokenize
 from film_color.module import FilmColorModule
 from film_color.weights import (
+    TRAINING_STATE_KEYS,
     film_network_state,
     read_weights,
+    slim_checkpoint,
     trained_scene_size,
     trained_steps,
 )
@@ -386,6 +388,31 @@ def test_init_from_continuations_count_the_steps_behind_the_weights(film_ckpt, t
     )
     blob = read_weights(concat)
     assert trained_steps(blob) == blob["global_step"]
+
+
+def test_slim_checkpoint_keeps_what_the_weights_need(film_ckpt, tmp_path, capsys):
+    from film_color import weights
+
+    slim = tmp_path / "out" / "slim.ckpt"
+    weights.main(["slim", str(film_ckpt), str(slim)])
+    assert "slim.ckpt" in capsys.readouterr().out
+    full, blob = read_weights(film_ckpt), read_weights(slim)
+    assert all(k in full for k in TRAINING_STATE_KEYS)  # what there is to drop
+    assert not any(k in blob for k in TRAINING_STATE_KEYS)
+    assert slim.stat().st_size < film_ckpt.stat().st_size
+    # the model, its vocabulary and its step count come back unchanged
+    source, module = (FilmColorModule.load_from_checkpoint(p) for p in (film_ckpt, slim))
+    assert module.vocabulary == source.vocabulary
+    for key, value in source.state_dict().items():
+        assert torch.equal(module.state_dict()[key], value), key
+    assert trained_steps(blob) == trained_steps(full)
+    assert film_network_state(blob, "film") is not None  # init_from takes it whole
+    cli = run(["validate", "--config", TINY, "--ckpt_path", str(slim),
+               "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert "val/manipulation_accuracy" in cli.trainer.callback_metrics
+    torch.save(full["state_dict"], tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+        slim_checkpoint(tmp_path / "bare.pt", tmp_path / "x.ckpt")
 
 
 def test_init_from_adds_position_maps_to_a_model_without_them(film_ckpt, tmp_path):
