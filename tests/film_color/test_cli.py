@@ -391,10 +391,10 @@ def test_init_from_continuations_count_the_steps_behind_the_weights(film_ckpt, t
 
 
 def test_slim_checkpoint_keeps_what_the_weights_need(film_ckpt, tmp_path, capsys):
-    from film_color import weights
+    from film_color.slim import main as slim_main
 
     slim = tmp_path / "out" / "slim.ckpt"
-    weights.main(["slim", str(film_ckpt), str(slim)])
+    slim_main([str(film_ckpt), str(slim)])
     assert "slim.ckpt" in capsys.readouterr().out
     full, blob = read_weights(film_ckpt), read_weights(slim)
     assert all(k in full for k in TRAINING_STATE_KEYS)  # what there is to drop

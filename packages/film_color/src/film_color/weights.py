@@ -303,24 +303,3 @@ def load_film_network(
             f"{missing[:8]}, unexpected {result.unexpected_keys[:8]}"
         )
     return report
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m film_color.weights slim SRC DST``: :func:`slim_checkpoint` from the shell."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m film_color.weights", description=__doc__.split("\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    slim = commands.add_parser("slim", help="drop the optimizer/scheduler state of a checkpoint")
-    slim.add_argument("src", type=Path)
-    slim.add_argument("dst", type=Path)
-    args = parser.parse_args(argv)
-    before = args.src.stat().st_size
-    after = slim_checkpoint(args.src, args.dst).stat().st_size
-    print(f"{args.dst}: {after / 2**20:.1f} MiB ({before / 2**20:.1f} MiB with training state)")
-
-
-if __name__ == "__main__":
-    main()
