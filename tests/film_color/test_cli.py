@@ -403,8 +403,9 @@ def test_slim_checkpoint_keeps_what_the_weights_need(film_ckpt, tmp_path, capsys
     # the model, its vocabulary and its step count come back unchanged
     source, module = (FilmColorModule.load_from_checkpoint(p) for p in (film_ckpt, slim))
     assert module.vocabulary == source.vocabulary
+    mine = module.state_dict()
     for key, value in source.state_dict().items():
-        assert torch.equal(module.state_dict()[key], value), key
+        assert torch.equal(mine[key], value), key
     assert trained_steps(blob) == trained_steps(full)
     assert film_network_state(blob, "film") is not None  # init_from takes it whole
     cli = run(["validate", "--config", TINY, "--ckpt_path", str(slim),
