@@ -508,3 +508,17 @@ def test_channels_last_changes_the_layout_not_the_result(conditioning):
     l = torch.rand(2, 1, 32, 32) * 100
     with torch.no_grad():
         assert torch.allclose(last(l, captions), plain(l, captions), atol=1e-4)
+
+
+def test_fit_with_the_binding_loss_logs_it_and_checkpoints_the_readout(film_ckpt, tmp_path):
+    root = tmp_path / "bind"
+    logger = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
+    logger += ["--trainer.logger.save_dir", str(root), "--trainer.log_every_n_steps", "1"]
+    binding = ["--model.binding_loss_weight", "0.5", "--model.init_from", str(film_ckpt)]
+    run(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *binding, *logger])
+    assert read_metrics(root)["train/binding_loss"] > 0
+    ckpt = max(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    module = FilmColorModule.load_from_checkpoint(ckpt)
+    assert module.hparams.binding_loss_weight == 0.5 and module.binding_readout is not None
+    # a continuation of a model trained without the loss, counting the steps behind it
+    assert module.total_steps == 2 + FilmColorModule.load_from_checkpoint(film_ckpt).total_steps

@@ -40,11 +40,13 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from chromalab.bins import ABBins
+from chromalab.data.capshapes import SHAPES
 from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
 from chromalab.rebalance import pixel_weights
 from cic.module import ClassRebalancing, adam_step_decay
 from cic.networks import OUTPUT_STRIDE, InputNormalization
+from film_color.binding import BINDING_SLOTS, COLOURS, binding_targets
 from film_color.language import Vocabulary
 from film_color.networks import GRID_SIZE, GRID_STEP, Conditioning, FilmColorNetwork
 from film_color.weights import (
@@ -147,6 +149,14 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             the paper.
         lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
             ``lr_step_size`` optimizer steps.
+        binding_loss_weight: weight of an auxiliary loss on the caption encoding (not in the
+            paper; 0, the default, turns it off): a linear readout of ``h`` is trained with
+            ``h`` to tell, for every CapShapes shape the caption names, the colour it gives
+            it, and for two objects of one shape which colour goes to the left/top and which
+            to the right/bottom one (:mod:`film_color.binding`). Only FILM and CONCAT; captions
+            outside CapShapes' grammar add nothing. The readout is used in training only.
+        binding_lr_scale: the binding readout learns at ``binding_lr_scale * lr``: it starts
+            from scratch, often next to a trained network continued at a small rate.
         manipulation_seed: seed of the colour swaps of the manipulation metric.
         channels_last: run the image network in channels-last memory format (default: on, as
             in :class:`cic.module.CICModule`; same results up to float rounding, faster on CPU
@@ -180,14 +190,23 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         lr_gamma: float = 0.1,
         manipulation_seed: int = 0,
         channels_last: bool = True,
+        binding_loss_weight: float = 0.0,
+        binding_lr_scale: float = 10.0,
     ):
         super().__init__()
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if caption_lr_scale <= 0:
-            raise ValueError(f"caption_lr_scale must be > 0, got {caption_lr_scale}")
+        if caption_lr_scale <= 0 or binding_lr_scale <= 0:
+            raise ValueError(
+                f"caption_lr_scale and binding_lr_scale must be > 0, got {caption_lr_scale}, "
+                f"{binding_lr_scale}"
+            )
+        if binding_loss_weight < 0:
+            raise ValueError(f"binding_loss_weight must be >= 0, got {binding_loss_weight}")
+        if binding_loss_weight > 0 and conditioning == "none":
+            raise ValueError("binding_loss_weight needs a caption encoder (film or concat)")
         if vocab_scan < 1 or max_caption_length < 1:
             raise ValueError(
                 f"vocab_scan and max_caption_length must be >= 1, got {vocab_scan}, "
@@ -205,6 +224,12 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             position_maps,
             input_normalization,
         )
+        #: the auxiliary readout of ``binding_loss_weight`` (``None`` when it is off)
+        self.binding_readout: torch.nn.Linear | None = None
+        if binding_loss_weight > 0:
+            self.binding_readout = torch.nn.Linear(
+                2 * hidden_size, len(SHAPES) * len(BINDING_SLOTS) * len(COLOURS)
+            )
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network.fcnn.to(memory_format=self._memory_format)
         self.vocabulary: Vocabulary | None = None
@@ -391,10 +416,29 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
     def training_step(self, batch: dict | None, batch_idx: int) -> Tensor | None:
         if batch is None:  # every sample of the batch was unreadable
             return None
-        logits = self(batch["l"], batch.get("caption"))
-        loss = self.loss(logits, batch["ab"])
+        if self.binding_readout is None:
+            logits = self(batch["l"], batch.get("caption"))
+            loss = self.loss(logits, batch["ab"])
+        else:
+            l = batch["l"].contiguous(memory_format=self._memory_format)
+            h = self.network.encode_caption(*self.encode_captions(batch["caption"], l.shape[0]))
+            loss = self.loss(self.network.decode(l, h), batch["ab"])
+            binding = self.binding_loss(h, batch["caption"])
+            self.log("train/binding_loss", binding, batch_size=l.shape[0])
+            loss = loss + self.hparams.binding_loss_weight * binding
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss
+
+    def binding_loss(self, h: Tensor, captions: Sequence[str]) -> Tensor:
+        """Cross-entropy of the binding readout of ``h`` against :func:`binding_targets` of
+        ``captions`` (mean over the targets the captions give; 0 when they give none)."""
+        if self.binding_readout is None:
+            raise RuntimeError("binding_loss needs binding_loss_weight > 0")
+        targets = binding_targets(captions).to(h.device).flatten()
+        scores = self.binding_readout(h.float()).view(-1, len(COLOURS))
+        if not bool((targets >= 0).any()):
+            return scores.sum() * 0.0  # keeps the graph (and DDP's gradient sync) whole
+        return F.cross_entropy(scores, targets, ignore_index=-1)
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         logits = self(batch["l"], batch.get("caption"))
@@ -490,14 +534,14 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
 
     def configure_optimizers(self):
         encoder = self.network.caption_encoder
-        if encoder is None or self.hparams.caption_lr_scale == 1.0:
+        readout = self.binding_readout
+        if encoder is None or (self.hparams.caption_lr_scale == 1.0 and readout is None):
             return adam_step_decay(self.network.parameters(), self.hparams)
         own = {id(p) for p in encoder.parameters()}
-        groups = [
-            {"params": [p for p in self.network.parameters() if id(p) not in own]},
-            {
-                "params": list(encoder.parameters()),
-                "lr": self.hparams.lr * self.hparams.caption_lr_scale,
-            },
-        ]
+        groups = [{"params": [p for p in self.network.parameters() if id(p) not in own]}]
+        scaled = ((encoder, "caption_lr_scale"), (readout, "binding_lr_scale"))
+        for part, scale in scaled:
+            if part is not None:
+                lr = self.hparams.lr * self.hparams[scale]
+                groups.append({"params": list(part.parameters()), "lr": lr})
         return adam_step_decay(groups, self.hparams)

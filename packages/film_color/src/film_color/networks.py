@@ -216,4 +216,11 @@ class FilmColorNetwork(nn.Module):
     def forward(
         self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
     ) -> Tensor:
-        return self.fcnn.readout(self.features(l, tokens, lengths)[-1])
+        if tokens is not None and tokens.shape[0] != l.shape[0]:
+            raise ValueError(f"{l.shape[0]} images but {tokens.shape[0]} captions")
+        return self.decode(l, self.encode_caption(tokens, lengths))
+
+    def decode(self, l: Tensor, h: Tensor | None) -> Tensor:
+        """Class scores for lightness ``l`` under the caption encoding ``h`` (``None`` for the
+        FCNN): :meth:`forward` with ``h`` already computed."""
+        return self.fcnn.readout(self.fcnn.features(l, self._hook(h))[-1])
