@@ -35,9 +35,14 @@ COLOURS: tuple[str, ...] = tuple(COLOR_LEXICON[c].name for c in CHROMATIC_COLORS
 
 _COLOUR = "|".join(COLOURS)
 _NOUN = "|".join(SHAPES)
-_FIRST = {"on the left": 1, "at the top": 1, "left": 1, "top": 1}
-_SECOND = {"on the right": 2, "at the bottom": 2, "right": 2, "bottom": 2}
-_SLOT_OF_POSITION = {None: 0, **_FIRST, **_SECOND}
+_SHAPE_OF_NOUN = {name: s for s, name in enumerate(SHAPES)}
+_CLASS_OF_COLOUR = {name: c for c, name in enumerate(COLOURS)}
+#: slot of the position words of both grammars ("on the left", "the left circle")
+_SLOT_OF_POSITION = {
+    None: 0,
+    **dict.fromkeys(("left", "top", "on the left", "at the top"), 1),
+    **dict.fromkeys(("right", "bottom", "on the right", "at the bottom"), 2),
+}
 _ATTRIBUTIVE = re.compile(
     rf"\b(?P<colour>{_COLOUR}) (?P<noun>{_NOUN})\b"
     r"(?: (?P<position>on the left|on the right|at the top|at the bottom)\b)?"
@@ -52,12 +57,11 @@ def binding_targets(captions: Sequence[str]) -> Tensor:
     caption does not say: ``[..., 0]`` the shape named once, ``[..., 1]`` / ``[..., 2]`` the
     first (left/top) / second (right/bottom) of two objects of that shape."""
     targets = torch.full((len(captions), len(SHAPES), len(BINDING_SLOTS)), -1, dtype=torch.long)
-    shape = {name: s for s, name in enumerate(SHAPES)}
-    colour = {name: c for c, name in enumerate(COLOURS)}
     for row, caption in enumerate(captions):
         text = caption.lower()
         for pattern in (_ATTRIBUTIVE, _PREDICATIVE):
             for match in pattern.finditer(text):
                 slot = _SLOT_OF_POSITION[match["position"]]
-                targets[row, shape[match["noun"]], slot] = colour[match["colour"]]
+                shape, colour = _SHAPE_OF_NOUN[match["noun"]], _CLASS_OF_COLOUR[match["colour"]]
+                targets[row, shape, slot] = colour
     return targets

@@ -279,6 +279,13 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         tokens, lengths = self.vocabulary.encode(captions, self.hparams.max_caption_length)
         return tokens.to(self.device), lengths
 
+    def caption_encoding(self, captions: Sequence[str] | None, batch: int) -> Tensor | None:
+        """``h`` ``(B, dim(h))`` of ``batch`` captions; ``None`` for the FCNN, which ignores
+        them."""
+        if not self.uses_captions:
+            return None
+        return self.network.encode_caption(*self.encode_captions(captions, batch))
+
     # ------------------------------------------------------------------------- inference
     def forward(self, l: Tensor, captions: Sequence[str] | None = None) -> Tensor:
         """Class scores ``(B, 625, H/4, W/4)`` for lightness ``l`` ``(B, 1, H, W)`` in [0, 100].
@@ -286,10 +293,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         ``captions`` (``B`` strings) is required for CONCAT and FILM and ignored by the FCNN.
         """
         l = l.contiguous(memory_format=self._memory_format)
-        if not self.uses_captions:
-            return self.network(l)
-        tokens, lengths = self.encode_captions(captions, l.shape[0])
-        return self.network(l, tokens, lengths)
+        return self.network.decode(l, self.caption_encoding(captions, l.shape[0]))
 
     def colorize(
         self, l: Tensor, captions: Sequence[str] | None = None, temperature: float | None = None
@@ -301,10 +305,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
     def features(self, l: Tensor, captions: Sequence[str] | None = None) -> list[Tensor]:
         """The 8 block outputs after conditioning (after the FiLM layers for FILM)."""
         l = l.contiguous(memory_format=self._memory_format)
-        if not self.uses_captions:
-            return self.network.features(l)
-        tokens, lengths = self.encode_captions(captions, l.shape[0])
-        return self.network.features(l, tokens, lengths)
+        return self.network.conditioned_features(l, self.caption_encoding(captions, l.shape[0]))
 
     # ------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -416,17 +417,14 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
     def training_step(self, batch: dict | None, batch_idx: int) -> Tensor | None:
         if batch is None:  # every sample of the batch was unreadable
             return None
-        if self.binding_readout is None:
-            logits = self(batch["l"], batch.get("caption"))
-            loss = self.loss(logits, batch["ab"])
-        else:
-            l = batch["l"].contiguous(memory_format=self._memory_format)
-            h = self.network.encode_caption(*self.encode_captions(batch["caption"], l.shape[0]))
-            loss = self.loss(self.network.decode(l, h), batch["ab"])
+        l = batch["l"].contiguous(memory_format=self._memory_format)
+        h = self.caption_encoding(batch.get("caption"), l.shape[0])
+        loss = self.loss(self.network.decode(l, h), batch["ab"])
+        if self.binding_readout is not None:  # h is shared with the colorization: encoded once
             binding = self.binding_loss(h, batch["caption"])
             self.log("train/binding_loss", binding, batch_size=l.shape[0])
             loss = loss + self.hparams.binding_loss_weight * binding
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=l.shape[0])
         return loss
 
     def binding_loss(self, h: Tensor, captions: Sequence[str]) -> Tensor:

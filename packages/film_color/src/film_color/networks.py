@@ -210,17 +210,19 @@ class FilmColorNetwork(nn.Module):
         ``h`` channels, and the position maps when used)."""
         if tokens is not None and tokens.shape[0] != l.shape[0]:
             raise ValueError(f"{l.shape[0]} images but {tokens.shape[0]} captions")
-        h = self.encode_caption(tokens, lengths)
+        return self.conditioned_features(l, self.encode_caption(tokens, lengths))
+
+    def conditioned_features(self, l: Tensor, h: Tensor | None) -> list[Tensor]:
+        """:meth:`features` under an already computed caption encoding ``h`` (``None`` for
+        the FCNN)."""
         return self.fcnn.features(l, self._hook(h))
 
     def forward(
         self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
     ) -> Tensor:
-        if tokens is not None and tokens.shape[0] != l.shape[0]:
-            raise ValueError(f"{l.shape[0]} images but {tokens.shape[0]} captions")
-        return self.decode(l, self.encode_caption(tokens, lengths))
+        return self.fcnn.readout(self.features(l, tokens, lengths)[-1])
 
     def decode(self, l: Tensor, h: Tensor | None) -> Tensor:
-        """Class scores for lightness ``l`` under the caption encoding ``h`` (``None`` for the
-        FCNN): :meth:`forward` with ``h`` already computed."""
-        return self.fcnn.readout(self.fcnn.features(l, self._hook(h))[-1])
+        """Class scores for lightness ``l`` under the caption encoding ``h``: :meth:`forward`
+        with ``h`` already computed."""
+        return self.fcnn.readout(self.conditioned_features(l, h)[-1])
