@@ -393,3 +393,24 @@ def test_caption_lr_scale_gives_the_encoder_its_own_decaying_rate():
         assert group["lr"] == 1e-3 and len(group["params"]) == len(list(module.parameters()))
     with pytest.raises(ValueError, match="caption_lr_scale"):
         FilmColorModule(caption_lr_scale=0.0)
+
+
+def test_film_lr_scale_gives_the_film_generators_their_own_rate():
+    from film_color.module import FilmColorModule
+
+    kwargs = dict(width=0.125, embedding_dim=8, hidden_size=8, lr=1e-3)
+    module = FilmColorModule(film_lr_scale=20.0, caption_lr_scale=0.5, **kwargs)
+    module.network.set_vocab_size(12)
+    rest, encoder, film = module.configure_optimizers()["optimizer"].param_groups
+    film_ids = {id(p) for p in module.network.film.parameters()}
+    assert {id(p) for p in film["params"]} == film_ids and len(film_ids) == 16  # 8 x gamma, beta
+    assert not film_ids & {id(p) for p in rest["params"] + encoder["params"]}
+    assert sum(len(g["params"]) for g in (rest, encoder, film)) == len(list(module.parameters()))
+    assert (rest["lr"], encoder["lr"], film["lr"]) == pytest.approx((1e-3, 5e-4, 2e-2))
+    # CONCAT has no FiLM generators: one group
+    concat = FilmColorModule(conditioning="concat", film_lr_scale=20.0, **kwargs)
+    concat.network.set_vocab_size(12)
+    (group,) = concat.configure_optimizers()["optimizer"].param_groups
+    assert group["lr"] == 1e-3
+    with pytest.raises(ValueError, match="film_lr_scale"):
+        FilmColorModule(film_lr_scale=-1.0)

@@ -147,6 +147,9 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         caption_lr_scale: the caption encoder (word embedding and LSTM) learns at
             ``caption_lr_scale * lr``; 1.0 (the default) is one rate for the whole model, as in
             the paper.
+        film_lr_scale: the FiLM generators (the linear maps from ``h`` to ``gamma`` and
+            ``beta``, Eq. 2) learn at ``film_lr_scale * lr``; 1.0 (the default) as in the paper.
+            Ignored by CONCAT and the FCNN.
         lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
             ``lr_step_size`` optimizer steps.
         binding_loss_weight: weight of an auxiliary loss on the caption encoding (not in the
@@ -186,6 +189,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         caption_lr_scale: float = 1.0,
+        film_lr_scale: float = 1.0,
         lr_step_size: int = 100_000,
         lr_gamma: float = 0.1,
         manipulation_seed: int = 0,
@@ -198,11 +202,13 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if caption_lr_scale <= 0 or binding_lr_scale <= 0:
-            raise ValueError(
-                f"caption_lr_scale and binding_lr_scale must be > 0, got {caption_lr_scale}, "
-                f"{binding_lr_scale}"
-            )
+        scales = {
+            "caption_lr_scale": caption_lr_scale,
+            "film_lr_scale": film_lr_scale,
+            "binding_lr_scale": binding_lr_scale,
+        }
+        if any(scale <= 0 for scale in scales.values()):
+            raise ValueError(f"learning-rate scales must be > 0, got {scales}")
         if binding_loss_weight < 0:
             raise ValueError(f"binding_loss_weight must be >= 0, got {binding_loss_weight}")
         if binding_loss_weight > 0 and conditioning == "none":
@@ -531,15 +537,22 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
-        encoder = self.network.caption_encoder
-        readout = self.binding_readout
-        if encoder is None or (self.hparams.caption_lr_scale == 1.0 and readout is None):
+        parts = (
+            (self.network.caption_encoder, "caption_lr_scale"),
+            (self.network.film, "film_lr_scale"),
+            (self.binding_readout, "binding_lr_scale"),
+        )
+        # a part at lr * 1.0 stays in the main group, except the readout (not in the network)
+        scaled = [
+            (part, scale)
+            for part, scale in parts
+            if part is not None and (self.hparams[scale] != 1.0 or part is self.binding_readout)
+        ]
+        if not scaled:
             return adam_step_decay(self.network.parameters(), self.hparams)
-        own = {id(p) for p in encoder.parameters()}
+        own = {id(p) for part, _ in scaled for p in part.parameters()}
         groups = [{"params": [p for p in self.network.parameters() if id(p) not in own]}]
-        scaled = ((encoder, "caption_lr_scale"), (readout, "binding_lr_scale"))
         for part, scale in scaled:
-            if part is not None:
-                lr = self.hparams.lr * self.hparams[scale]
-                groups.append({"params": list(part.parameters()), "lr": lr})
+            lr = self.hparams.lr * self.hparams[scale]
+            groups.append({"params": list(part.parameters()), "lr": lr})
         return adam_step_decay(groups, self.hparams)
