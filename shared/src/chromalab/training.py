@@ -41,10 +41,9 @@ class CommandLineFirstCLI(LightningCLI):
     """
 
     def __init__(self, *args, args_list: Sequence[str] | None = None, **kwargs) -> None:
-        self._typed_keys = command_line_model_keys(
-            list(args_list) if args_list is not None else sys.argv[1:]
-        )
-        super().__init__(*args, args=list(args_list) if args_list is not None else None, **kwargs)
+        given = list(args_list) if args_list is not None else None
+        self._typed_keys = command_line_model_keys(given if given is not None else sys.argv[1:])
+        super().__init__(*args, args=given, **kwargs)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI's hook that merges the checkpoint's hyperparameters (Lightning 2.x);

@@ -438,11 +438,12 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         ``captions`` (mean over the targets the captions give; 0 when they give none)."""
         if self.binding_readout is None:
             raise RuntimeError("binding_loss needs binding_loss_weight > 0")
-        targets = binding_targets(captions).to(h.device).flatten()
+        targets = binding_targets(captions).flatten()
+        given = int((targets >= 0).sum())  # counted on the CPU: no device sync in the step
         scores = self.binding_readout(h.float()).view(-1, len(COLOURS))
-        if not bool((targets >= 0).any()):
-            return scores.sum() * 0.0  # keeps the graph (and DDP's gradient sync) whole
-        return F.cross_entropy(scores, targets, ignore_index=-1)
+        # a sum over no targets is a 0 that still reaches the readout (DDP's gradient sync)
+        total = F.cross_entropy(scores, targets.to(h.device), ignore_index=-1, reduction="sum")
+        return total / max(given, 1)
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         logits = self(batch["l"], batch.get("caption"))
