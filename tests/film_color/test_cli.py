@@ -416,6 +416,20 @@ def test_slim_checkpoint_keeps_what_the_weights_need(film_ckpt, tmp_path, capsys
         slim_checkpoint(tmp_path / "bare.pt", tmp_path / "x.ckpt")
 
 
+def test_relative_maps_train_from_a_model_without_them_and_reload(film_ckpt, tmp_path):
+    ckpt = fit_tiny(
+        tmp_path / "relative",
+        "--model.init_from", str(film_ckpt),
+        "--model.relative_maps", "1",
+    )  # fmt: skip
+    module = FilmColorModule.load_from_checkpoint(ckpt).eval()
+    assert module.hparams.relative_maps == 1 and len(module.network.relative) == 8
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    attention = saved["network.relative.3.attention.weight"]
+    assert attention.abs().max() > 0  # trained away from its zero start, and kept
+    assert torch.equal(module.network.relative[3].attention.weight, attention)
+
+
 def test_init_from_adds_position_maps_to_a_model_without_them(film_ckpt, tmp_path):
     source = FilmColorModule.load_from_checkpoint(film_ckpt).eval()
     ckpt = fit_tiny(

@@ -10,7 +10,7 @@ from torch import nn
 from chromalab.bins import ABBins
 from cic.networks import CICNetwork
 from film_color.language import PAD, UNK, CaptionEncoder, Vocabulary, tokenize
-from film_color.networks import FiLM, FilmColorNetwork, coordinate_maps
+from film_color.networks import FiLM, FilmColorNetwork, RelativeMaps, coordinate_maps
 from film_color.weights import (
     init_from_cic,
     load_cic_state,
@@ -258,6 +258,54 @@ def test_a_model_with_position_maps_continues_one_without_them_exactly():
         load_film_network(other, source.state_dict(), bins)
 
 
+def test_relative_maps_measure_from_the_attention_centroid():
+    maps = RelativeMaps(channels=3, maps=2)
+    z = torch.zeros(2, 3, 4, 6)
+    # zero attention is uniform: the centroid is the centre and the maps are plain x and y
+    assert torch.allclose(maps(z), coordinate_maps(z).repeat(1, 2, 1, 1), atol=1e-6)
+    # map 0 attends to channel 0, map 1 to channel 1 (sharply)
+    maps.attention.weight.data[:, :2, 0, 0] = 60.0 * torch.eye(2)
+    z[0, 0, 1, 0] = z[0, 0, 1, 4] = 1.0  # two cells on row 1: x = -5/6 and +1/2
+    z[1, 1, 3, 5] = 1.0  # one cell: x = 5/6, y = 3/4
+    out = maps(z)
+    grid = coordinate_maps(z)
+    centroids = {(0, 0): (-1 / 6, -1 / 4), (1, 1): (5 / 6, 3 / 4)}
+    for (b, k), (cx, cy) in centroids.items():
+        assert torch.allclose(out[b, 2 * k], grid[b, 0] - cx, atol=1e-5)
+        assert torch.allclose(out[b, 2 * k + 1], grid[b, 1] - cy, atol=1e-5)
+    # the left cell of the pair lies left of their centroid, the right one right of it
+    assert out[0, 0, 1, 0] < 0 < out[0, 0, 1, 4]
+    with pytest.raises(ValueError, match="maps"):
+        RelativeMaps(3, 0)
+
+
+def test_relative_maps_widen_every_block_and_continue_a_model_without_them_exactly():
+    torch.manual_seed(0)
+    kwargs = {"width": 0.125, "vocab_size": 6, "embedding_dim": 4, "hidden_size": 3}
+    source = _randomized(FilmColorNetwork("film", **kwargs)).eval()
+    net = FilmColorNetwork("film", relative_maps=2, position_maps=True, **kwargs)
+    c = net.block_channels
+    assert net.fcnn.readout.weight.shape == (625, c[7] + 2 + 4, 1, 1)
+    report = load_film_network(net, source.state_dict(), ABBins.grid(25, 10.0))
+    assert len(report.widened) == 8
+    assert all(torch.count_nonzero(m.attention.weight) == 0 for m in net.relative)
+    net.eval()
+    l = torch.rand(2, 1, 32, 32) * 100
+    tokens, lengths = torch.tensor([[1, 2], [3, 4]]), torch.tensor([2, 2])
+    with torch.no_grad():
+        assert torch.equal(net(l, tokens, lengths), source(l, tokens, lengths))
+        feats = net.features(l, tokens, lengths)
+    for n, z in enumerate(feats):  # image, x/y, then x/y relative to each centroid
+        assert z.shape[1] == c[n] + 2 + 4
+        assert torch.allclose(z[:, -4:], coordinate_maps(z).repeat(1, 2, 1, 1), atol=1e-6)
+    # once the readout uses the maps, the attentions that place the centroids learn
+    net.fcnn.readout.weight.data[:, -4:].normal_()
+    net(l, tokens, lengths).logsumexp(1).mean().backward()
+    assert net.relative[7].attention.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="relative_maps"):
+        FilmColorNetwork("film", relative_maps=-1, **kwargs)
+
+
 def test_unknown_conditioning():
     with pytest.raises(ValueError, match="conditioning"):
         FilmColorNetwork("add")
@@ -414,3 +462,14 @@ def test_film_lr_scale_gives_the_film_generators_their_own_rate():
     assert group["lr"] == 1e-3
     with pytest.raises(ValueError, match="film_lr_scale"):
         FilmColorModule(film_lr_scale=-1.0)
+    # relative maps' attentions get their own group too, and only with a scale other than 1
+    relative = FilmColorModule(relative_maps=2, relative_lr_scale=10.0, **kwargs)
+    relative.network.set_vocab_size(12)
+    rest, attention = relative.configure_optimizers()["optimizer"].param_groups
+    assert {id(p) for p in attention["params"]} == {
+        id(m.attention.weight) for m in relative.network.relative
+    }
+    assert (rest["lr"], attention["lr"]) == pytest.approx((1e-3, 1e-2))
+    plain = FilmColorModule(relative_maps=2, **kwargs)
+    plain.network.set_vocab_size(12)
+    assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1

@@ -123,6 +123,9 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         max_caption_length: captions are cut to this many tokens.
         position_maps: append ``x``/``y`` coordinate maps after every block (not in the paper;
             see :mod:`film_color.networks`).
+        relative_maps: ``K`` > 0 appends, after every block, each cell's ``x``/``y`` relative
+            to ``K`` learned attention centroids of the block's output
+            (:class:`film_color.networks.RelativeMaps`; not in the paper).
         input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``, the default) or ``"image"``
             (each image standardized to zero mean and unit variance,
             :func:`chromalab.color.standardize_l`; not in the paper). On CapShapes, whose
@@ -150,6 +153,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         film_lr_scale: the FiLM generators (the linear maps from ``h`` to ``gamma`` and
             ``beta``, Eq. 2) learn at ``film_lr_scale * lr``; 1.0 (the default) as in the paper.
             Ignored by CONCAT and the FCNN.
+        relative_lr_scale: the attentions of ``relative_maps`` learn at
+            ``relative_lr_scale * lr``.
         lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
             ``lr_step_size`` optimizer steps.
         binding_loss_weight: weight of an auxiliary loss on the caption encoding (not in the
@@ -178,6 +183,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         vocab_scan: int = 5000,
         max_caption_length: int = 64,
         position_maps: bool = False,
+        relative_maps: int = 0,
         input_normalization: InputNormalization = "paper",
         init_from: str | None = None,
         lam: float = 0.5,
@@ -190,6 +196,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         weight_decay: float = 0.0,
         caption_lr_scale: float = 1.0,
         film_lr_scale: float = 1.0,
+        relative_lr_scale: float = 1.0,
         lr_step_size: int = 100_000,
         lr_gamma: float = 0.1,
         manipulation_seed: int = 0,
@@ -205,6 +212,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         scales = {
             "caption_lr_scale": caption_lr_scale,
             "film_lr_scale": film_lr_scale,
+            "relative_lr_scale": relative_lr_scale,
             "binding_lr_scale": binding_lr_scale,
         }
         if any(scale <= 0 for scale in scales.values()):
@@ -229,6 +237,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             self.bins.num_bins,
             position_maps,
             input_normalization,
+            relative_maps,
         )
         #: the auxiliary readout of ``binding_loss_weight`` (``None`` when it is off)
         self.binding_readout: torch.nn.Linear | None = None
@@ -541,6 +550,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         parts = (
             (self.network.caption_encoder, "caption_lr_scale"),
             (self.network.film, "film_lr_scale"),
+            (self.network.relative, "relative_lr_scale"),
             (self.binding_readout, "binding_lr_scale"),
         )
         # a part at lr * 1.0 stays in the main group, except the readout (not in the network)

@@ -22,6 +22,15 @@ near the border. Continuing a model without maps (``init_from`` of
 :class:`~film_color.module.FilmColorModule`) starts the widened weights at zero, so the
 continued model first computes exactly what the old one did.
 
+Optional, not in the paper: **relative maps** (``relative_maps=K``). Absolute coordinates do
+not say which of two circles is the left one either: that is a relation between the two.
+After every block, ``K`` learned attention maps over the block's (conditioned) output give
+``K`` centroids, and ``2K`` channels hold each cell's ``x`` and ``y`` minus each centroid
+(:class:`RelativeMaps`). Once FiLM makes a channel respond to the shape a caption names, an
+attention on it centres between the two circles and the sign of ``x - x_k`` tells them apart.
+The attentions start at zero (uniform: the maps start as the plain coordinates), and a model
+without the maps is continued exactly, as with position maps.
+
 ``h`` is the caption encoding of :class:`film_color.language.CaptionEncoder` (§2.3). The
 conditioning is applied through the block hook of :meth:`CICNetwork.features`, so the image
 network is CIC's own module and its weights keep CIC's names (``fcnn.blocks.*``).
@@ -43,6 +52,7 @@ __all__ = [
     "GRID_STEP",
     "NUM_CLASSES",
     "POSITION_CHANNELS",
+    "RelativeMaps",
     "Conditioning",
     "FiLM",
     "coordinate_maps",
@@ -66,6 +76,37 @@ def coordinate_maps(z: Tensor) -> Tensor:
     xs = (torch.arange(w, device=z.device, dtype=z.dtype) + 0.5) * (2.0 / w) - 1.0
     grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
     return grid.unsqueeze(0).expand(b, -1, -1, -1)
+
+
+class RelativeMaps(nn.Module):
+    """Coordinates relative to learned centroids of one block's output (not in the paper).
+
+    ``K`` softmax attention maps over the cells, ``softmax_ij(W_k z)`` with a 1x1 convolution
+    ``W_k``, give ``K`` centroids ``(x_k, y_k)``; the output holds ``x - x_k`` and ``y - y_k``
+    at every cell, ``2K`` channels. When FiLM has made ``z`` respond to the objects a caption
+    names, the centroid of two circles lies between them, and the sign of ``x - x_k`` tells the
+    left circle from the right one, a relation that FiLM's location-free ``gamma``/``beta`` and
+    absolute coordinates cannot express. ``W_k`` starts at zero: uniform attention, centroid at
+    the centre, so the maps start as :func:`coordinate_maps`.
+
+    Shapes: ``forward(z)``: ``(B, C, H, W)`` -> ``(B, 2K, H, W)``.
+    """
+
+    def __init__(self, channels: int, maps: int):
+        super().__init__()
+        if maps < 1:
+            raise ValueError(f"maps must be >= 1, got {maps}")
+        self.attention = nn.Conv2d(channels, maps, 1, bias=False)
+        nn.init.zeros_(self.attention.weight)
+
+    def forward(self, z: Tensor) -> Tensor:
+        b, _, h, w = z.shape
+        logits = self.attention(z).float().flatten(2)  # (B, K, HW)
+        weights = logits.softmax(-1)
+        grid = coordinate_maps(z[:1, :1].float()).flatten(2)[0]  # (2, HW)
+        centroids = torch.einsum("bkn,cn->bkc", weights, grid)  # (B, K, 2)
+        relative = grid.view(1, 1, 2, h * w) - centroids.unsqueeze(-1)
+        return relative.view(b, -1, h, w).to(z.dtype)
 
 
 class FiLM(nn.Module):
@@ -113,6 +154,8 @@ class FilmColorNetwork(nn.Module):
         num_classes: ab classes (625 in the paper).
         position_maps: append ``x``/``y`` maps after every block (not in the paper; see the
             module documentation).
+        relative_maps: ``K`` > 0 appends ``2K`` :class:`RelativeMaps` channels after every
+            block (not in the paper).
         input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``) or ``"image"`` (each
             image standardized; not in the paper), see :class:`cic.networks.CICNetwork`.
 
@@ -132,20 +175,30 @@ class FilmColorNetwork(nn.Module):
         num_classes: int = NUM_CLASSES,
         position_maps: bool = False,
         input_normalization: InputNormalization = "paper",
+        relative_maps: int = 0,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
         self.conditioning = conditioning
         self.position_maps = bool(position_maps)
+        if relative_maps < 0:
+            raise ValueError(f"relative_maps must be >= 0, got {relative_maps}")
+        self.relative_maps = int(relative_maps)
         language = conditioning != "none"
         condition_dim = 2 * hidden_size if language else 0
         self.fcnn = CICNetwork(
             num_classes,
             width,
             condition_channels=(condition_dim if conditioning == "concat" else 0)
-            + (POSITION_CHANNELS if self.position_maps else 0),
+            + (POSITION_CHANNELS if self.position_maps else 0)
+            + 2 * self.relative_maps,
             input_normalization=input_normalization,
+        )
+        self.relative = (
+            nn.ModuleList(RelativeMaps(c, self.relative_maps) for c in self.fcnn.block_channels)
+            if self.relative_maps
+            else None
         )
         self.caption_encoder = (
             CaptionEncoder(vocab_size, embedding_dim, hidden_size) if language else None
@@ -180,13 +233,18 @@ class FilmColorNetwork(nn.Module):
 
     def _hook(self, h: Tensor | None):
         condition = self._condition_hook(h)
-        if not self.position_maps:
+        if not self.position_maps and self.relative is None:
             return condition
+        relative = self.relative
 
         def with_positions(i: int, z: Tensor) -> Tensor:
             if condition is not None:
                 z = condition(i, z)
-            return torch.cat([z, coordinate_maps(z)], dim=1)
+            image = z[:, : self.fcnn.block_channels[i]]
+            extra = [coordinate_maps(z)] if self.position_maps else []
+            if relative is not None:
+                extra.append(relative[i](image))
+            return torch.cat([z, *extra], dim=1)
 
         return with_positions
 

@@ -283,7 +283,8 @@ def load_film_network(
 
     The FCNN goes through :func:`transfer_cic_weights` (same bins, so the readout is copied;
     input channels the source lacks, e.g. position maps, start at zero); the caption encoder
-    and the FiLM/CONCAT layers must match exactly. Raises ``ValueError`` on any mismatch.
+    and the FiLM/CONCAT layers must match exactly; relative-map attentions the source lacks keep
+    their initial zeros. Raises ``ValueError`` on any mismatch.
     """
     prefix = "fcnn."
     fcnn_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -296,7 +297,8 @@ def load_film_network(
             f"{source}: a checkpoint of another size than this model (width, embedding_dim, "
             f"hidden_size must match): {err}"
         ) from None
-    missing = [k for k in result.missing_keys if not k.startswith(prefix)]
+    # relative maps a source lacks keep their zero attention: uniform, centroid at the centre
+    missing = [k for k in result.missing_keys if not k.startswith((prefix, "relative."))]
     if missing or result.unexpected_keys:
         raise ValueError(
             f"{source}: the checkpoint's network does not fit this model: missing "
