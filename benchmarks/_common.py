@@ -58,6 +58,15 @@ def time_it(
     return statistics.median(times)
 
 
+def named_paths(paths: dict[str, str]) -> str:
+    """``"NAME `path`, ..."`` with paths inside the repository written relative to it."""
+    shown = []
+    for name, path in paths.items():
+        p = Path(path)
+        shown.append(f"{name} `{p.relative_to(REPO) if p.is_relative_to(REPO) else p}`")
+    return ", ".join(shown)
+
+
 def write_results(name: str, rows: list[dict[str, object]], markdown: str) -> tuple[Path, Path]:
     """Write ``results/<name>.csv`` (rows) and ``results/<name>.md`` (markdown)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -26,11 +26,10 @@ offer FiLM.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import machine_description, markdown_table, write_results
+from _common import machine_description, markdown_table, named_paths, write_results
 from film_table1_probes import linear_probe, manipulation_outcomes
 from torch import Tensor
 
@@ -39,7 +38,6 @@ from chromalab.data import CapShapes
 from film_color.module import FilmColorModule
 from film_color.weights import read_weights, trained_scene_size, trained_steps
 
-ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("left", "right", "top", "bottom")
 
 
@@ -125,8 +123,7 @@ def main() -> None:
         "# Do FILM's image features tell two same-shaped objects apart?",
         "",
         f"Machine: {machine_description()}. Checkpoints: "
-        + ", ".join(f"{n} `{Path(p).relative_to(ROOT) if Path(p).is_relative_to(ROOT) else p}`"
-                    for n, p in ckpts.items())
+        + named_paths(ckpts)
         + ". Method: see the docstring of `benchmarks/film_position_probe.py`. Probe columns: "
         "accuracy of a linear probe telling left / right / top / bottom of two objects sharing "
         "a noun (chance 25%).",

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import machine_description, markdown_table, write_results
+from _common import machine_description, markdown_table, named_paths, write_results
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -364,8 +364,7 @@ def main() -> None:
         "# Where FILM's colour-word binding breaks down on CapShapes",
         "",
         f"Machine: {machine_description()}. Checkpoints: "
-        + ", ".join(f"{n} `{Path(p).relative_to(ROOT) if Path(p).is_relative_to(ROOT) else p}`"
-                    for n, p in ckpts.items())
+        + named_paths(ckpts)
         + ". Method: see the docstring of `benchmarks/film_table1_probes.py`.",
         "",
     ]  # fmt: skip

@@ -240,10 +240,9 @@ class FilmColorNetwork(nn.Module):
         def with_positions(i: int, z: Tensor) -> Tensor:
             if condition is not None:
                 z = condition(i, z)
-            image = z[:, : self.fcnn.block_channels[i]]
             extra = [coordinate_maps(z)] if self.position_maps else []
-            if relative is not None:
-                extra.append(relative[i](image))
+            if relative is not None:  # attends over the image channels only (not CONCAT's h)
+                extra.append(relative[i](z[:, : self.fcnn.block_channels[i]]))
             return torch.cat([z, *extra], dim=1)
 
         return with_positions
