@@ -430,6 +430,23 @@ def test_relative_maps_train_from_a_model_without_them_and_reload(film_ckpt, tmp
     assert torch.equal(module.network.relative[3].attention.weight, attention)
 
 
+def test_mean_pooling_trains_from_a_model_without_it_and_reloads(film_ckpt, tmp_path):
+    ckpt = fit_tiny(
+        tmp_path / "pooled",
+        "--model.init_from", str(film_ckpt),
+        "--model.caption_pooling", "last_mean",
+    )  # fmt: skip
+    module = FilmColorModule.load_from_checkpoint(ckpt).eval()
+    assert module.hparams.caption_pooling == "last_mean"
+    hidden = module.hparams.hidden_size
+    gamma = module.network.film[4].gamma.weight
+    assert gamma.shape[1] == 4 * hidden
+    assert gamma[:, 2 * hidden :].abs().max() > 0  # the mean's columns left their zero start
+    with torch.no_grad():
+        out = module(torch.rand(1, 1, 32, 32) * 100, ["a red circle"])
+    assert torch.isfinite(out).all()
+
+
 def test_init_from_adds_position_maps_to_a_model_without_them(film_ckpt, tmp_path):
     source = FilmColorModule.load_from_checkpoint(film_ckpt).eval()
     ckpt = fit_tiny(

@@ -104,6 +104,22 @@ class TestCaptionEncoder:
         expected = torch.cat([run(x, ""), run(x.flip(0), "_reverse")])
         assert torch.allclose(h[0], expected, atol=1e-5)
 
+    def test_last_mean_appends_the_mean_output_over_the_tokens(self):
+        torch.manual_seed(0)
+        encoder = CaptionEncoder(10, embedding_dim=4, hidden_size=3, pooling="last_mean").eval()
+        assert encoder.output_dim == 12
+        tokens = torch.tensor([[4, 5, 6, 0, 0], [1, 2, 3, 4, 5]])
+        h = encoder(tokens, torch.tensor([3, 5]))
+        # reference: the caption alone, unpadded, through the same LSTM
+        outputs, (h_n, _) = encoder.lstm(encoder.embedding(tokens[:1, :3]))
+        assert torch.allclose(h[0, :6], torch.cat([h_n[0, 0], h_n[1, 0]]), atol=1e-6)
+        assert torch.allclose(h[0, 6:], outputs[0].mean(0), atol=1e-6)
+        last = CaptionEncoder(10, embedding_dim=4, hidden_size=3)
+        last.load_state_dict(encoder.state_dict())
+        assert torch.equal(last.eval()(tokens, torch.tensor([3, 5])), h[:, :6])
+        with pytest.raises(ValueError, match="pooling"):
+            CaptionEncoder(10, 4, 3, pooling="max")
+
     def test_deferred_vocabulary_and_errors(self):
         encoder = CaptionEncoder(None, embedding_dim=4, hidden_size=3)
         with pytest.raises(RuntimeError, match="vocabulary"):
@@ -304,6 +320,31 @@ def test_relative_maps_widen_every_block_and_continue_a_model_without_them_exact
     assert net.relative[7].attention.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="relative_maps"):
         FilmColorNetwork("film", relative_maps=-1, **kwargs)
+
+
+def test_mean_pooling_continues_a_model_without_it_exactly():
+    torch.manual_seed(0)
+    kwargs = {"width": 0.125, "vocab_size": 6, "embedding_dim": 4, "hidden_size": 3}
+    source = _randomized(FilmColorNetwork("film", **kwargs)).eval()
+    net = FilmColorNetwork("film", caption_pooling="last_mean", **kwargs)
+    load_film_network(net, source.state_dict(), ABBins.grid(25, 10.0))
+    net.eval()
+    for film, old in zip(net.film, source.film, strict=True):
+        assert film.gamma.weight.shape == (old.gamma.weight.shape[0], 12)
+        assert torch.equal(film.gamma.weight[:, :6], old.gamma.weight)
+        assert torch.count_nonzero(film.beta.weight[:, 6:]) == 0
+    l = torch.rand(2, 1, 32, 32) * 100
+    tokens, lengths = torch.tensor([[1, 2, 5], [3, 4, 0]]), torch.tensor([3, 2])
+    with torch.no_grad():  # equal up to the summation order of the wider projections
+        new, old = net(l, tokens, lengths), source(l, tokens, lengths)
+    assert torch.allclose(new, old, rtol=1e-5, atol=1e-5 * float(old.abs().max()))
+    # the mean's FiLM columns learn once training moves them
+    net(l, tokens, lengths).logsumexp(1).mean().backward()
+    assert net.film[7].gamma.weight.grad[:, 6:].abs().sum() > 0
+    with pytest.raises(ValueError, match="caption_pooling"):
+        FilmColorNetwork("concat", caption_pooling="last_mean", **kwargs)
+    with pytest.raises(ValueError, match="does not fit|size"):  # wider source, narrower model
+        load_film_network(source, net.state_dict(), ABBins.grid(25, 10.0))
 
 
 def test_unknown_conditioning():

@@ -47,7 +47,7 @@ from chromalab.rebalance import pixel_weights
 from cic.module import ClassRebalancing, adam_step_decay
 from cic.networks import OUTPUT_STRIDE, InputNormalization
 from film_color.binding import BINDING_SLOTS, COLOURS, binding_targets
-from film_color.language import Vocabulary
+from film_color.language import CaptionPooling, Vocabulary
 from film_color.networks import GRID_SIZE, GRID_STEP, Conditioning, FilmColorNetwork
 from film_color.weights import (
     CHECKPOINT_KEY,
@@ -115,7 +115,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
         width: channel multiplier of the FCNN (1.0 = the paper's).
         embedding_dim: word-vector size of the caption encoder.
-        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
+        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``, twice that
+            with ``caption_pooling="last_mean"``).
         min_count: words seen fewer times in the training captions map to ``<unk>``.
         max_vocab_size: keep at most this many words (most frequent first).
         vocab_scan: training items read for the vocabulary when the dataset does not hold its
@@ -126,6 +127,10 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         relative_maps: ``K`` > 0 appends, after every block, each cell's ``x``/``y`` relative
             to ``K`` learned attention centroids of the block's output
             (:class:`film_color.networks.RelativeMaps`; not in the paper).
+        caption_pooling: ``"last"`` (§2.3: ``h`` is the BiLSTM's final states) or
+            ``"last_mean"`` (not in the paper; FILM only): ``h`` also holds the mean LSTM
+            output over the tokens (:class:`film_color.language.CaptionEncoder`). Continuing a
+            ``"last"`` model starts the FiLM weights on the mean at zero.
         input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``, the default) or ``"image"``
             (each image standardized to zero mean and unit variance,
             :func:`chromalab.color.standardize_l`; not in the paper). On CapShapes, whose
@@ -184,6 +189,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         max_caption_length: int = 64,
         position_maps: bool = False,
         relative_maps: int = 0,
+        caption_pooling: CaptionPooling = "last",
         input_normalization: InputNormalization = "paper",
         init_from: str | None = None,
         lam: float = 0.5,
@@ -238,12 +244,14 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             position_maps,
             input_normalization,
             relative_maps,
+            caption_pooling,
         )
         #: the auxiliary readout of ``binding_loss_weight`` (``None`` when it is off)
         self.binding_readout: torch.nn.Linear | None = None
         if binding_loss_weight > 0:
             self.binding_readout = torch.nn.Linear(
-                2 * hidden_size, len(SHAPES) * len(BINDING_SLOTS) * len(COLOURS)
+                self.network.caption_encoder.output_dim,
+                len(SHAPES) * len(BINDING_SLOTS) * len(COLOURS),
             )
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network.fcnn.to(memory_format=self._memory_format)

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from cic.networks import CICNetwork, InputNormalization
-from film_color.language import CaptionEncoder
+from film_color.language import CaptionEncoder, CaptionPooling
 
 __all__ = [
     "CONDITIONINGS",
@@ -150,7 +150,8 @@ class FilmColorNetwork(nn.Module):
         vocab_size: number of token ids of the caption vocabulary, or ``None`` to defer the
             word embedding until it is known (:meth:`set_vocab_size`); unused for ``"none"``.
         embedding_dim: word-vector size.
-        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
+        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``, twice that
+            with ``caption_pooling="last_mean"``).
         num_classes: ab classes (625 in the paper).
         position_maps: append ``x``/``y`` maps after every block (not in the paper; see the
             module documentation).
@@ -158,6 +159,8 @@ class FilmColorNetwork(nn.Module):
             block (not in the paper).
         input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``) or ``"image"`` (each
             image standardized; not in the paper), see :class:`cic.networks.CICNetwork`.
+        caption_pooling: ``"last"`` (§2.3) or ``"last_mean"`` (not in the paper; FILM only):
+            ``h`` also holds the mean LSTM output, see :class:`CaptionEncoder`.
 
     Shapes:
         ``forward(l, tokens, lengths)``: ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (``H``,
@@ -176,17 +179,28 @@ class FilmColorNetwork(nn.Module):
         position_maps: bool = False,
         input_normalization: InputNormalization = "paper",
         relative_maps: int = 0,
+        caption_pooling: CaptionPooling = "last",
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if caption_pooling != "last" and conditioning != "film":
+            raise ValueError(
+                f"caption_pooling {caption_pooling!r} is for FILM only, got conditioning "
+                f"{conditioning!r}"
+            )
         self.conditioning = conditioning
         self.position_maps = bool(position_maps)
         if relative_maps < 0:
             raise ValueError(f"relative_maps must be >= 0, got {relative_maps}")
         self.relative_maps = int(relative_maps)
         language = conditioning != "none"
-        condition_dim = 2 * hidden_size if language else 0
+        self.caption_encoder = (
+            CaptionEncoder(vocab_size, embedding_dim, hidden_size, caption_pooling)
+            if language
+            else None
+        )
+        condition_dim = self.caption_encoder.output_dim if self.caption_encoder else 0
         self.fcnn = CICNetwork(
             num_classes,
             width,
@@ -199,9 +213,6 @@ class FilmColorNetwork(nn.Module):
             nn.ModuleList(RelativeMaps(c, self.relative_maps) for c in self.fcnn.block_channels)
             if self.relative_maps
             else None
-        )
-        self.caption_encoder = (
-            CaptionEncoder(vocab_size, embedding_dim, hidden_size) if language else None
         )
         self.film = (
             nn.ModuleList(FiLM(condition_dim, c) for c in self.fcnn.block_channels)
@@ -224,7 +235,7 @@ class FilmColorNetwork(nn.Module):
             self.caption_encoder.set_vocab_size(vocab_size)
 
     def encode_caption(self, tokens: Tensor | None, lengths: Tensor | None) -> Tensor | None:
-        """``h`` ``(B, 2 * hidden_size)``, or ``None`` for the FCNN."""
+        """``h`` ``(B, caption_encoder.output_dim)``, or ``None`` for the FCNN."""
         if self.caption_encoder is None:
             return None
         if tokens is None or lengths is None:
