@@ -12,7 +12,8 @@
   ``1 / p`` to bins seen a handful of times (and infinite ones to unseen bins of the 625-grid,
   most of which lie outside the sRGB gamut), which makes training unstable. We use CIC's
   ``lam = 1/2`` by default: still inverse to frequency for common colours, bounded by ``2Q``
-  for rare ones. ``lam = 1`` turns rebalancing off.
+  for rare ones. ``lam = 1`` turns rebalancing off. Optional, not in the paper:
+  ``named_object_weight`` weighs the cells of the objects a CapShapes caption names more.
 * Decoding: annealed mean (Zhang et al. 2016, Eq. 8) at ``temperature`` (default 0.38).
 * Evaluation: top-1 / top-5 accuracy in the quantized ab space at the output resolution
   (:class:`chromalab.metrics.ABAccuracy`, Table 1) and, on CapShapes scenes, caption
@@ -170,6 +171,13 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             outside CapShapes' grammar add nothing. The readout is used in training only.
         binding_lr_scale: the binding readout learns at ``binding_lr_scale * lr``: it starts
             from scratch, often next to a trained network continued at a small rate.
+        named_object_weight: training only, not in the paper (0, the default, is the paper's
+            loss): output cells covered by objects the caption names weigh
+            ``1 + named_object_weight * coverage`` times their rebalanced weight, ``coverage``
+            the fraction of the cell they cover. The colour of a named object is what a caption
+            decides; on scenes whose background fills most of the image, those cells are a
+            small share of the loss. Needs batches with ``masks`` and ``mentioned``
+            (CapShapes); other batches keep the paper's weights.
         manipulation_seed: seed of the colour swaps of the manipulation metric.
         channels_last: run the image network in channels-last memory format (default: on, as
             in :class:`cic.module.CICModule`; same results up to float rounding, faster on CPU
@@ -209,6 +217,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         channels_last: bool = True,
         binding_loss_weight: float = 0.0,
         binding_lr_scale: float = 10.0,
+        named_object_weight: float = 0.0,
     ):
         super().__init__()
         if not 0.0 <= lam <= 1.0:
@@ -225,6 +234,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             raise ValueError(f"learning-rate scales must be > 0, got {scales}")
         if binding_loss_weight < 0:
             raise ValueError(f"binding_loss_weight must be >= 0, got {binding_loss_weight}")
+        if named_object_weight < 0:
+            raise ValueError(f"named_object_weight must be >= 0, got {named_object_weight}")
         if binding_loss_weight > 0 and conditioning == "none":
             raise ValueError("binding_loss_weight needs a caption encoder (film or concat)")
         if vocab_scan < 1 or max_caption_length < 1:
@@ -426,23 +437,39 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         return output_grid_ab(ab)
 
     # ------------------------------------------------------------------------- training
-    def loss(self, logits: Tensor, ab: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, ab: Tensor, scale: Tensor | None = None) -> Tensor:
         """Rebalanced one-hot cross-entropy (§2.2).
 
         ``mean_{b,i,j} w[q*] * -log softmax(logits)[q*]`` with ``q*`` the nearest bin of the
         ground truth ab ``(B, 2, H, W)`` area-averaged to the scores' ``(h, w)``; ``logits``
-        ``(B, Q, h, w)``. Returns a scalar.
+        ``(B, Q, h, w)``; ``scale`` ``(B, h, w)``, when given, multiplies ``w``. Returns a
+        scalar.
         """
         target = self.bins.encode_hard(downsample_ab(ab, logits.shape[2:]))
         per_pixel = F.cross_entropy(logits.float(), target, reduction="none")
-        return (per_pixel * pixel_weights(self.class_weights, target)).mean()
+        weights = pixel_weights(self.class_weights, target)
+        if scale is not None:
+            weights = weights * scale
+        return (per_pixel * weights).mean()
+
+    def named_object_scale(self, batch: dict, size: Sequence[int]) -> Tensor | None:
+        """``1 + named_object_weight * coverage`` on the output grid ``size`` (see
+        ``named_object_weight``), or ``None`` when the option is off or the batch has no
+        object masks."""
+        weight = self.hparams.named_object_weight
+        if weight == 0 or "masks" not in batch or "mentioned" not in batch:
+            return None
+        named = (batch["masks"] & batch["mentioned"][:, :, None, None]).any(1, keepdim=True)
+        coverage = F.adaptive_avg_pool2d(named.float(), tuple(size)).squeeze(1)
+        return 1.0 + weight * coverage
 
     def training_step(self, batch: dict | None, batch_idx: int) -> Tensor | None:
         if batch is None:  # every sample of the batch was unreadable
             return None
         l = batch["l"].contiguous(memory_format=self._memory_format)
         h = self.caption_encoding(batch.get("caption"), l.shape[0])
-        loss = self.loss(self.network.decode(l, h), batch["ab"])
+        logits = self.network.decode(l, h)
+        loss = self.loss(logits, batch["ab"], self.named_object_scale(batch, logits.shape[2:]))
         if self.binding_readout is not None:  # h is shared with the colorization: encoded once
             binding = self.binding_loss(h, batch["caption"])
             self.log("train/binding_loss", binding, batch_size=l.shape[0])
