@@ -71,7 +71,8 @@ logger = logging.getLogger(__name__)
 
 
 def downsample_ab(ab: Tensor, size: Sequence[int]) -> Tensor:
-    """Area-average ab ``(B, 2, H, W)`` to ``size`` (the network's output resolution)."""
+    """Area-average ab ``(B, 2, H, W)`` (or any ``(B, C, H, W)`` map) to ``size`` (the
+    network's output resolution)."""
     if tuple(ab.shape[2:]) == tuple(size):
         return ab
     return F.interpolate(ab.float(), size=tuple(size), mode="area")
@@ -460,7 +461,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         if weight == 0 or "masks" not in batch or "mentioned" not in batch:
             return None
         named = (batch["masks"] & batch["mentioned"][:, :, None, None]).any(1, keepdim=True)
-        coverage = F.adaptive_avg_pool2d(named.float(), tuple(size)).squeeze(1)
+        # the same area average that brings the targets to the grid: cells line up with them
+        coverage = downsample_ab(named.float(), size).squeeze(1)
         return 1.0 + weight * coverage
 
     def training_step(self, batch: dict | None, batch_idx: int) -> Tensor | None:
