@@ -26,6 +26,8 @@ from chromalab.data import CapShapes, ImageFolderDataset, sample_photos
 from chromalab.data.collate import collate_skip_bad
 from chromalab.data.folders import resize_and_crop
 from chromalab.metrics.perceptual import MissingWeightsError
+from chromalab.runs import train_or_reuse
+from cic.cli import CONFIGS, run
 from cic.evaluate import (
     evaluate,
     gray_predictor,
@@ -33,7 +35,6 @@ from cic.evaluate import (
     random_predictor,
     vgg16_classifier,
 )
-from cic.experiments import ensure_trained
 from cic.module import CICModule
 
 PAPER = [  # Zhang et al. 2016, Table 1 (ImageNet, last 10k validation images)
@@ -82,11 +83,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    ours_ckpt = ensure_trained(Path(args.runs) / "cic", args.steps, progress=False)
-    lam1_ckpt = ensure_trained(
+    config = CONFIGS / "capshapes.yaml"
+    ours_ckpt, _ = train_or_reuse(run, Path(args.runs) / "cic", config, args.steps, progress=False)
+    lam1_ckpt, _ = train_or_reuse(
+        run,
         Path(args.runs) / "cic-lambda1",
+        config,
         args.finetune_steps,
-        overrides=["--model.lam", "1.0", "--model.init_weights", str(ours_ckpt)],
+        ["--model.lam", "1.0", "--model.init_from", str(ours_ckpt)],
         progress=False,
     )
     ours = CICModule.load_from_checkpoint(ours_ckpt, map_location="cpu").eval()

@@ -20,8 +20,9 @@ from chromalab.color import lab_to_rgb, rgb_to_l_ab
 from chromalab.data import CapShapes, sample_photos
 from chromalab.data.folders import resize_and_crop
 from chromalab.report import image_grid
+from chromalab.runs import train_or_reuse
+from cic.cli import CONFIGS, run
 from cic.evaluate import evaluate, model_predictor
-from cic.experiments import ensure_trained
 from cic.module import CICModule
 
 TEMPERATURES = (1.0, 1 / 2, 0.38, 1 / 4, 1 / 6, 1 / 8, 1 / 12, 0.0)
@@ -32,7 +33,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--runs", default=str(REPO / "outputs" / "demo"))
     args = parser.parse_args()
-    ckpt = ensure_trained(Path(args.runs) / "cic", args.steps, progress=False)
+    config = CONFIGS / "capshapes.yaml"
+    ckpt, _ = train_or_reuse(run, Path(args.runs) / "cic", config, args.steps, progress=False)
     module = CICModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
 
     batches = list(DataLoader(CapShapes(length=256, size=64, seed=1), batch_size=64))

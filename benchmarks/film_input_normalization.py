@@ -31,7 +31,9 @@ from pathlib import Path
 from _common import machine_description, markdown_table, write_results
 
 from chromalab.data.capshapes import ONE_COLOR_PER_SHAPE
-from film_color.demo import train_or_reuse
+from chromalab.runs import train_or_reuse
+from film_color.cli import run
+from film_color.demo import CAPSHAPES_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "outputs" / "film_color-bench" / "input-normalization"
@@ -79,7 +81,10 @@ def main() -> None:
         for normalization in NORMALIZATIONS:
             root = RUNS / f"{normalization}-{size}"
             extra = run_args(normalization, size, args.precision)
-            train_or_reuse(root, "none", args.steps, args.retrain, extra)
+            fcnn = ["--model.conditioning", "none", *extra]
+            train_or_reuse(
+                run, root, CAPSHAPES_CONFIG, args.steps, fcnn, progress=False, retrain=args.retrain
+            )
             consistency = logged_consistency(root, args.steps)
             row: dict[str, object] = {"scenes (px)": size, "input": normalization}
             for step in range(VALIDATE_EVERY, args.steps + 1, VALIDATE_EVERY):

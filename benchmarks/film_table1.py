@@ -17,7 +17,7 @@ the size each model was trained on (64x64 unless a given checkpoint says otherwi
   the scene is colorized again, and objects are scored against the NEW colours: the automated
   counterpart of the paper's human "caption manipulation" study (the FCNN cannot follow);
 * the ceiling of these scores at each scene size: the true colours seen through the networks'
-  1/4-resolution output grid (:func:`film_color.demo.grid_ceiling`);
+  1/4-resolution output grid (:func:`film_color.evaluate.grid_ceiling`);
 * parameters of each network, training steps and wall time.
 
 The paper's own numbers (MSCOCO val, Table 1) are quoted beside ours and labelled as such; they
@@ -50,8 +50,11 @@ import lightning.pytorch as pl
 import torch
 from _common import machine_description, markdown_table, write_results
 
+from chromalab.runs import train_or_reuse
+from film_color.cli import run as film_color_run
 from film_color.datamodule import FilmColorDataModule
-from film_color.demo import grid_ceiling, train_or_reuse, validate
+from film_color.demo import CAPSHAPES_CONFIG
+from film_color.evaluate import evaluate, grid_ceiling
 from film_color.module import FilmColorModule
 from film_color.weights import read_weights, trained_scene_size, trained_steps
 
@@ -113,9 +116,7 @@ def checkpoint_conditioning(blob: dict, what: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fcnn-steps", type=int, default=4000, help="FCNN training steps")
-    parser.add_argument(
-        "--steps", type=int, default=None, help="CONCAT / FILM steps (config's max_steps)"
-    )
+    parser.add_argument("--steps", type=int, default=3000, help="CONCAT / FILM steps")
     parser.add_argument(
         "--long-steps", type=int, default=8000, help=f"steps of the '{LONG_FILM}' row (0: none)"
     )
@@ -155,20 +156,24 @@ def main() -> None:
     rows, budget = [], []
     runs: dict[str, tuple[Path, float | None]] = {}
     models: dict[str, str] = {}  # row name -> key of ``runs``
+
+    def train(folder: str, conditioning: str, steps: int, extra: list[str]):
+        overrides = ["--model.conditioning", conditioning, *extra]
+        return train_or_reuse(
+            film_color_run, RUNS / folder, CAPSHAPES_CONFIG, steps, overrides,
+            progress=False, retrain=args.retrain,
+        )  # fmt: skip
+
     if not args.only_given:
-        runs["none"] = train_or_reuse(RUNS / "fcnn", "none", args.fcnn_steps, args.retrain)
+        runs["none"] = train("fcnn", "none", args.fcnn_steps, [])
         fcnn_ckpt, _ = runs["none"]
         for conditioning in ("concat", "film"):
             init = ["--model.init_from", str(fcnn_ckpt)]
-            runs[conditioning] = train_or_reuse(
-                RUNS / conditioning, conditioning, args.steps, args.retrain, init
-            )
+            runs[conditioning] = train(conditioning, conditioning, args.steps, init)
         models.update(MODELS)
     if args.long_steps > 0 and not args.only_given:
         init = ["--model.init_from", str(fcnn_ckpt), *LONG_FILM_ARGS]
-        runs["film-long"] = train_or_reuse(
-            RUNS / "film-long", "film", args.long_steps, args.retrain, init
-        )
+        runs["film-long"] = train("film-long", "film", args.long_steps, init)
         models[LONG_FILM] = "film-long"
     for label, path in given.items():
         runs[label] = (path, None)
@@ -180,7 +185,7 @@ def main() -> None:
         steps = trained_steps(blob)
         size = trained_scene_size(blob) or 64
         start = time.perf_counter()
-        metrics = validate(ckpt, args.scenes, size)
+        metrics = evaluate(ckpt, args.scenes, size=size)
         eval_seconds = time.perf_counter() - start
         paper = PAPER[conditioning]
         row = {
@@ -267,7 +272,7 @@ def main() -> None:
         "scored against the new colour.",
         "",
         markdown_table(rows),
-        "Ceiling of the output grid (`film_color.demo.grid_ceiling`): the true colours "
+        "Ceiling of the output grid (`film_color.evaluate.grid_ceiling`): the true colours "
         "average-pooled to the 1/4-resolution output, snapped to the 625 classes and upsampled "
         "back as predictions are score "
         + "; ".join(f"{ceilings[size]:.1f}% at {size}x{size}" for size in sizes)
@@ -278,10 +283,6 @@ def main() -> None:
         "val, 56x56 outputs, and a human study for manipulation (workers picking, among three "
         "outputs, the one that matches a caption). They are quoted for reference, not measured "
         "here, and are not directly comparable with the CapShapes numbers.",
-        "",
-        "Where the colour-word binding breaks down (manipulation outcomes by number of objects, "
-        "linear probes of the caption encoding and of the image features): "
-        "`benchmarks/results/film_table1_probes.md` (`python benchmarks/film_table1_probes.py`).",
         "",
     ]
     csv_path, md_path = write_results(args.results, rows, "\n".join(md))

@@ -108,14 +108,14 @@ def test_init_from_released_weights(tmp_path):
 
     path = tmp_path / "release.pth"
     torch.save(release_like_model(width=0.125).state_dict(), path)
-    ckpt = fit_tiny(tmp_path, "--model.bins", "released", "--model.init_weights", str(path))
+    ckpt = fit_tiny(tmp_path, "--model.bins", "released", "--model.init_from", str(path))
     module = CICModule.load_from_checkpoint(ckpt)
     expected = release_like_model().model_out.weight[:, :, 0, 0].T * 110
     assert torch.allclose(module.bins.centers, expected, atol=1e-4)
 
 
 def test_released_bins_without_weights_fail_clearly(tmp_path):
-    with pytest.raises(RuntimeError, match="init_weights"):
+    with pytest.raises(RuntimeError, match="init_from"):
         fit_tiny(tmp_path, "--model.bins", "released")
 
 

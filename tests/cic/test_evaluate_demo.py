@@ -4,9 +4,10 @@ from pathlib import Path
 import torch
 
 from chromalab.color import rgb_to_l_ab
+from chromalab.runs import train_or_reuse, trained_steps
 from cic import demo
+from cic.cli import CONFIGS, run
 from cic.evaluate import evaluate, gray_predictor, random_predictor
-from cic.experiments import CONFIGS, ensure_trained, trained_steps
 
 TINY = CONFIGS / "tiny.yaml"
 
@@ -31,14 +32,18 @@ def test_gray_and_random_baselines():
     assert perfect["auc_cmf"] == 100.0 and perfect["auc_cmf"] > gray["auc_cmf"]
 
 
-def test_ensure_trained_reuses_and_resumes(tmp_path):
-    ckpt = ensure_trained(tmp_path / "run", 2, config=TINY, progress=False)
-    assert trained_steps(ckpt) == 2
+def test_train_or_reuse_reuses_and_resumes(tmp_path):
+    ckpt, seconds = train_or_reuse(run, tmp_path / "run", TINY, 2, progress=False)
+    assert ckpt == tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert trained_steps(ckpt) == 2 and seconds > 0
     stamp = os.stat(ckpt).st_mtime_ns
-    assert ensure_trained(tmp_path / "run", 2, config=TINY, progress=False) == ckpt
+    assert train_or_reuse(run, tmp_path / "run", TINY, 2, progress=False) == (ckpt, seconds)
     assert os.stat(ckpt).st_mtime_ns == stamp  # reused, not retrained
-    ensure_trained(tmp_path / "run", 3, config=TINY, progress=False)
+    _, total = train_or_reuse(run, tmp_path / "run", TINY, 3, progress=False)
     assert trained_steps(ckpt) == 3  # resumed to the new budget
+    assert total > seconds  # the time of both runs
+    train_or_reuse(run, tmp_path / "run", TINY, 1, progress=False, retrain=True)
+    assert trained_steps(ckpt) == 1  # started over
 
 
 def test_demo_writes_the_report(tmp_path):

@@ -236,7 +236,8 @@ def test_scene_metrics_score_the_swapped_colours(conditioning):
     module = FilmColorModule(conditioning=conditioning, width=0.125)
     scenes = CapShapes(length=24, size=32, seed=3)
     batch = torch.utils.data.default_collate([scenes[i] for i in range(24)])
-    expected = manipulate_batch(batch, random.Random(module._manipulation_seed(0)))
+    seeds = [module._manipulation_seed(int(i)) for i in batch["index"]]
+    expected = manipulate_batch(batch, [random.Random(seed) for seed in seeds])
     by_caption = {c: expected["color_ids"][i] for i, c in enumerate(expected["caption"])}
     calls = []
 
@@ -331,16 +332,25 @@ def test_caption_variants_change_only_colour_words():
         caption_variants("a heart and a star")
 
 
-def test_demo_section_is_written(film_ckpt, tmp_path):
+def test_demo_section_shows_the_published_model_then_the_trained_run(film_ckpt, tmp_path):
     from film_color.demo import write_section
 
-    metrics = {"acc@1": 0.25, "acc@5": 0.5, "caption_consistency": 0.4}
-    index = write_section(film_ckpt, tmp_path, metrics, 12.0)
+    published = {"acc@1": 0.25, "acc@5": 0.5, "caption_consistency": 0.4}
+    trained = {"acc@1": 0.125, "manipulation_accuracy": 0.375}
+    index = write_section(tmp_path, (film_ckpt, published), (film_ckpt, trained, 12.0), 8)
     section = (tmp_path / "sections" / "020-film_color.html").read_text()
-    assert "assets/film_color/manipulation.png" in section and "0.25" in section
-    assert Image.open(tmp_path / "assets" / "film_color" / "manipulation.png").size[0] > 5 * 32
-    assert (tmp_path / "assets" / "film_color" / "activations.png").is_file()
+    assets = tmp_path / "assets" / "film_color"
+    assert section.index("published.png") < section.index("trained.png")
+    assert "0.25" in section and "0.375" in section and "12 s of training" in section
+    # the published grid: 3 scenes x (truth, grey, 3 captions) of 32 px scaled by 3
+    width, height = Image.open(assets / "published.png").size
+    assert width >= 5 * 32 * 3 and height >= 3 * 32 * 3
+    assert (assets / "published-maps.png").is_file() and (assets / "trained-maps.png").is_file()
     assert "Learning to Color from Language" in index.read_text()
+    # without a published model the section still shows the run
+    write_section(tmp_path, None, (film_ckpt, trained, None), 8)
+    section = (tmp_path / "sections" / "020-film_color.html").read_text()
+    assert "published.png" not in section and "reused checkpoint" in section
 
 
 def test_init_from_a_checkpoint_of_the_same_conditioning_takes_it_whole(film_ckpt, tmp_path):
@@ -430,51 +440,6 @@ def test_relative_maps_train_from_a_model_without_them_and_reload(film_ckpt, tmp
     assert torch.equal(module.network.relative[3].attention.weight, attention)
 
 
-def test_mean_pooling_trains_from_a_model_without_it_and_reloads(film_ckpt, tmp_path):
-    ckpt = fit_tiny(
-        tmp_path / "pooled",
-        "--model.init_from", str(film_ckpt),
-        "--model.caption_pooling", "last_mean",
-    )  # fmt: skip
-    module = FilmColorModule.load_from_checkpoint(ckpt).eval()
-    assert module.hparams.caption_pooling == "last_mean"
-    hidden = module.hparams.hidden_size
-    gamma = module.network.film[4].gamma.weight
-    assert gamma.shape[1] == 4 * hidden
-    assert gamma[:, 2 * hidden :].abs().max() > 0  # the mean's columns left their zero start
-    with torch.no_grad():
-        out = module(torch.rand(1, 1, 32, 32) * 100, ["a red circle"])
-    assert torch.isfinite(out).all()
-
-
-def test_init_from_adds_position_maps_to_a_model_without_them(film_ckpt, tmp_path):
-    source = FilmColorModule.load_from_checkpoint(film_ckpt).eval()
-    ckpt = fit_tiny(
-        tmp_path / "maps",
-        "--model.init_from", str(film_ckpt),
-        "--model.position_maps", "true",
-        "--model.lr", "1e-12",
-    )  # fmt: skip
-    module = FilmColorModule.load_from_checkpoint(ckpt).eval()
-    assert module.hparams.position_maps and module.network.position_maps
-    # every source weight came over; the widened inputs' new x/y columns start at zero
-    theirs = dict(source.network.named_parameters())
-    widened = 0
-    for key, value in module.network.named_parameters():
-        old = theirs[key]
-        if value.shape != old.shape:
-            dim = 0 if key == "fcnn.blocks.7.0.weight" else 1  # ConvTranspose2d: inputs first
-            assert value.shape[dim] == old.shape[dim] + 2, key
-            assert value.narrow(dim, old.shape[dim], 2).abs().max() < 1e-9, key
-            value, widened = value.narrow(dim, 0, old.shape[dim]), widened + 1
-        assert torch.allclose(value, old, atol=1e-6), key
-    assert widened == 8  # blocks 2-8 and the readout
-    l = torch.rand(2, 1, 32, 32) * 100
-    with torch.no_grad():
-        feats = module.features(l, ["a red circle on the left and a blue circle", "a green star"])
-    assert feats[5].shape[1] == module.network.block_channels[5] + 2
-
-
 def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp_path):
     with pytest.raises(ValueError, match="another size"):
         fit_tiny(
@@ -482,25 +447,28 @@ def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp
         )
 
 
-def test_validation_draws_the_scenes_at_the_trained_size(film_ckpt, monkeypatch):
-    from film_color import demo
+def test_evaluation_draws_the_scenes_at_the_trained_size(film_ckpt, monkeypatch):
+    from film_color import evaluate
 
     assert trained_scene_size(read_weights(film_ckpt)) == 32  # tiny.yaml's capshapes_size
     assert trained_scene_size({"datamodule_hyper_parameters": {"source": "captions"}}) is None
     assert trained_scene_size({}) is None
     sizes = []
-    data = demo._validation_data
+    data = evaluate.scene_data
 
     def recording(scenes, size, batch_size):
         sizes.append(size)
         return data(scenes, size, batch_size)
 
-    monkeypatch.setattr(demo, "_validation_data", recording)
-    metrics = demo.validate(film_ckpt, scenes=8)
+    monkeypatch.setattr(evaluate, "scene_data", recording)
+    metrics = evaluate.evaluate(film_ckpt, scenes=8)
     assert 0.0 <= metrics["manipulation_accuracy"] <= 1.0
-    demo.validate(film_ckpt, scenes=8, size=48)
-    assert 0.0 <= demo.grid_ceiling(scenes=8, size=32) <= 1.0
+    test = evaluate.evaluate(film_ckpt, scenes=8, split="test", size=48)
+    assert set(test) == set(metrics)  # the same metrics, from the test scenes
+    assert 0.0 <= evaluate.grid_ceiling(scenes=8, size=32) <= 1.0
     assert sizes == [32, 48, 32]
+    with pytest.raises(ValueError, match="split"):
+        evaluate.evaluate(film_ckpt, scenes=8, split="train")
 
 
 def test_input_normalization_is_checkpointed_and_checked_by_init_from(film_ckpt, tmp_path):
@@ -539,17 +507,3 @@ def test_channels_last_changes_the_layout_not_the_result(conditioning):
     l = torch.rand(2, 1, 32, 32) * 100
     with torch.no_grad():
         assert torch.allclose(last(l, captions), plain(l, captions), atol=1e-4)
-
-
-def test_fit_with_the_binding_loss_logs_it_and_checkpoints_the_readout(film_ckpt, tmp_path):
-    root = tmp_path / "bind"
-    logger = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
-    logger += ["--trainer.logger.save_dir", str(root), "--trainer.log_every_n_steps", "1"]
-    binding = ["--model.binding_loss_weight", "0.5", "--model.init_from", str(film_ckpt)]
-    run(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *binding, *logger])
-    assert read_metrics(root)["train/binding_loss"] > 0
-    ckpt = max(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    module = FilmColorModule.load_from_checkpoint(ckpt)
-    assert module.hparams.binding_loss_weight == 0.5 and module.binding_readout is not None
-    # a continuation of a model trained without the loss, counting the steps behind it
-    assert module.total_steps == 2 + FilmColorModule.load_from_checkpoint(film_ckpt).total_steps

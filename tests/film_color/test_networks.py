@@ -17,6 +17,7 @@ from film_color.weights import (
     load_film_network,
     transfer_cic_weights,
 )
+from tests.film_color.components import tiny_module, tiny_network
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -104,22 +105,6 @@ class TestCaptionEncoder:
         expected = torch.cat([run(x, ""), run(x.flip(0), "_reverse")])
         assert torch.allclose(h[0], expected, atol=1e-5)
 
-    def test_last_mean_appends_the_mean_output_over_the_tokens(self):
-        torch.manual_seed(0)
-        encoder = CaptionEncoder(10, embedding_dim=4, hidden_size=3, pooling="last_mean").eval()
-        assert encoder.output_dim == 12
-        tokens = torch.tensor([[4, 5, 6, 0, 0], [1, 2, 3, 4, 5]])
-        h = encoder(tokens, torch.tensor([3, 5]))
-        # reference: the caption alone, unpadded, through the same LSTM
-        outputs, (h_n, _) = encoder.lstm(encoder.embedding(tokens[:1, :3]))
-        assert torch.allclose(h[0, :6], torch.cat([h_n[0, 0], h_n[1, 0]]), atol=1e-6)
-        assert torch.allclose(h[0, 6:], outputs[0].mean(0), atol=1e-6)
-        last = CaptionEncoder(10, embedding_dim=4, hidden_size=3)
-        last.load_state_dict(encoder.state_dict())
-        assert torch.equal(last.eval()(tokens, torch.tensor([3, 5])), h[:, :6])
-        with pytest.raises(ValueError, match="pooling"):
-            CaptionEncoder(10, 4, 3, pooling="max")
-
     def test_deferred_vocabulary_and_errors(self):
         encoder = CaptionEncoder(None, embedding_dim=4, hidden_size=3)
         with pytest.raises(RuntimeError, match="vocabulary"):
@@ -153,7 +138,7 @@ def test_film_matches_equation_3():
 
 
 def test_film_starts_as_identity_and_conditions_every_block():
-    net = FilmColorNetwork("film", width=0.125, vocab_size=6, embedding_dim=4, hidden_size=3)
+    net = tiny_network("film")
     plain = CICNetwork(625, 0.125)
     plain.load_state_dict(net.fcnn.state_dict())
     net.eval(), plain.eval()
@@ -171,7 +156,7 @@ def test_film_starts_as_identity_and_conditions_every_block():
 
 def test_captions_change_the_output():
     torch.manual_seed(0)
-    net = FilmColorNetwork("film", width=0.125, vocab_size=6, embedding_dim=4, hidden_size=3)
+    net = tiny_network("film")
     for film in net.film:
         nn.init.normal_(film.gamma.weight, std=0.5)
     net.eval()
@@ -182,7 +167,7 @@ def test_captions_change_the_output():
 
 
 def test_concat_shapes_and_equation_1():
-    net = FilmColorNetwork("concat", width=0.125, vocab_size=6, embedding_dim=4, hidden_size=3)
+    net = tiny_network("concat")
     c = net.block_channels
     first_inputs = [net.fcnn.blocks[i][0].weight for i in range(8)]
     assert first_inputs[0].shape[1] == 1  # block 1 sees L only
@@ -202,9 +187,10 @@ def test_concat_shapes_and_equation_1():
 
 
 def test_parameter_counts():
-    kwargs = {"width": 0.125, "vocab_size": 10, "embedding_dim": 4, "hidden_size": 3}
-    count = {m: sum(p.numel() for p in FilmColorNetwork(m, **kwargs).parameters()) for m in
-             ("none", "concat", "film")}  # fmt: skip
+    count = {
+        m: sum(p.numel() for p in tiny_network(m, vocab_size=10).parameters())
+        for m in ("none", "concat", "film")
+    }
     lstm = 10 * 4 + 2 * 4 * 3 * (4 + 3 + 2)  # embedding + 2 directions of (W_ih, W_hh, 2 biases)
     film_extra = 2 * 6 * sum(CICNetwork(625, 0.125).block_channels)  # W_gamma, W_beta per block
     assert count["none"] == sum(p.numel() for p in CICNetwork(625, 0.125).parameters())
@@ -218,60 +204,6 @@ def test_coordinate_maps_hold_the_cell_centres():
     xs = torch.tensor([-0.75, -0.25, 0.25, 0.75], dtype=torch.float64)
     assert torch.equal(maps[1, 0], xs.expand(2, 4))  # x grows to the right, same on every row
     assert torch.equal(maps[2, 1], torch.tensor([[-0.5], [0.5]], dtype=torch.float64).expand(2, 4))
-
-
-@pytest.mark.parametrize("conditioning, language", [("film", 0), ("concat", 6), ("none", 0)])
-def test_position_maps_follow_the_conditioning_of_every_block(conditioning, language):
-    net = FilmColorNetwork(
-        conditioning, width=0.125, vocab_size=6, embedding_dim=4, hidden_size=3, position_maps=True
-    )
-    c = net.block_channels
-    for i in range(1, 7):
-        assert net.fcnn.blocks[i][0].weight.shape[1] == c[i - 1] + language + 2
-    assert net.fcnn.blocks[7][0].weight.shape[0] == c[6] + language + 2  # ConvTranspose2d
-    assert net.fcnn.readout.weight.shape == (625, c[7] + language + 2, 1, 1)
-    l = torch.rand(2, 1, 32, 32) * 100
-    tokens, lengths = torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([3, 2])
-    if conditioning == "none":
-        tokens = lengths = None
-    feats = net.features(l, tokens, lengths)
-    for n, z in enumerate(feats):
-        # image channels, then h (CONCAT), then x and y of every cell
-        assert z.shape[1] == c[n] + language + 2
-        assert torch.equal(z[:, -2:], coordinate_maps(z))
-        if language:
-            h = net.encode_caption(tokens, lengths)
-            assert torch.equal(
-                z[:, c[n] : c[n] + language], h[:, :, None, None].expand(-1, -1, *z.shape[2:])
-            )
-    assert net(l, tokens, lengths).shape == (2, 625, 8, 8)
-
-
-def test_a_model_with_position_maps_continues_one_without_them_exactly():
-    torch.manual_seed(0)
-    kwargs = {"width": 0.125, "vocab_size": 6, "embedding_dim": 4, "hidden_size": 3}
-    source = _randomized(FilmColorNetwork("film", **kwargs)).eval()
-    net = FilmColorNetwork("film", position_maps=True, **kwargs)
-    bins = ABBins.grid(25, 10.0)
-    report = load_film_network(net, source.state_dict(), bins)
-    # the seven widened block inputs and the readout; their x/y columns start at zero
-    assert len(report.widened) == 8 and not report.skipped
-    assert torch.count_nonzero(net.fcnn.readout.weight[:, -2:]) == 0
-    net.eval()
-    l = torch.rand(2, 1, 32, 32) * 100
-    tokens, lengths = torch.tensor([[1, 2], [3, 4]]), torch.tensor([2, 2])
-    with torch.no_grad():
-        assert torch.equal(net(l, tokens, lengths), source(l, tokens, lengths))
-    # ... and the maps are live inputs: the loss has a gradient on those zero columns
-    net(l, tokens, lengths).logsumexp(1).mean().backward()
-    assert net.fcnn.readout.weight.grad[:, -2:].abs().sum() > 0
-    assert net.fcnn.blocks[3][0].weight.grad[:, -2:].abs().sum() > 0
-    # the other way round (maps -> no maps) or another caption encoder does not fit
-    with pytest.raises(ValueError, match="has shape"):
-        load_film_network(FilmColorNetwork("film", **kwargs), net.state_dict(), bins)
-    other = FilmColorNetwork("film", position_maps=True, **{**kwargs, "hidden_size": 5})
-    with pytest.raises(ValueError, match="another size"):
-        load_film_network(other, source.state_dict(), bins)
 
 
 def test_relative_maps_measure_from_the_attention_centroid():
@@ -297,11 +229,10 @@ def test_relative_maps_measure_from_the_attention_centroid():
 
 def test_relative_maps_widen_every_block_and_continue_a_model_without_them_exactly():
     torch.manual_seed(0)
-    kwargs = {"width": 0.125, "vocab_size": 6, "embedding_dim": 4, "hidden_size": 3}
-    source = _randomized(FilmColorNetwork("film", **kwargs)).eval()
-    net = FilmColorNetwork("film", relative_maps=2, position_maps=True, **kwargs)
+    source = _randomized(tiny_network("film")).eval()
+    net = tiny_network("film", relative_maps=2)
     c = net.block_channels
-    assert net.fcnn.readout.weight.shape == (625, c[7] + 2 + 4, 1, 1)
+    assert net.fcnn.readout.weight.shape == (625, c[7] + 4, 1, 1)
     report = load_film_network(net, source.state_dict(), ABBins.grid(25, 10.0))
     assert len(report.widened) == 8
     assert all(torch.count_nonzero(m.attention.weight) == 0 for m in net.relative)
@@ -311,45 +242,20 @@ def test_relative_maps_widen_every_block_and_continue_a_model_without_them_exact
     with torch.no_grad():
         assert torch.equal(net(l, tokens, lengths), source(l, tokens, lengths))
         feats = net.features(l, tokens, lengths)
-    for n, z in enumerate(feats):  # image, x/y, then x/y relative to each centroid
-        assert z.shape[1] == c[n] + 2 + 4
+    for n, z in enumerate(feats):  # image channels, then x/y relative to each centroid
+        assert z.shape[1] == c[n] + 4
         assert torch.allclose(z[:, -4:], coordinate_maps(z).repeat(1, 2, 1, 1), atol=1e-6)
     # once the readout uses the maps, the attentions that place the centroids learn
     net.fcnn.readout.weight.data[:, -4:].normal_()
     net(l, tokens, lengths).logsumexp(1).mean().backward()
     assert net.relative[7].attention.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="relative_maps"):
-        FilmColorNetwork("film", relative_maps=-1, **kwargs)
-
-
-def test_mean_pooling_continues_a_model_without_it_exactly():
-    torch.manual_seed(0)
-    kwargs = {"width": 0.125, "vocab_size": 6, "embedding_dim": 4, "hidden_size": 3}
-    source = _randomized(FilmColorNetwork("film", **kwargs)).eval()
-    net = FilmColorNetwork("film", caption_pooling="last_mean", **kwargs)
-    load_film_network(net, source.state_dict(), ABBins.grid(25, 10.0))
-    net.eval()
-    for film, old in zip(net.film, source.film, strict=True):
-        assert film.gamma.weight.shape == (old.gamma.weight.shape[0], 12)
-        assert torch.equal(film.gamma.weight[:, :6], old.gamma.weight)
-        assert torch.count_nonzero(film.beta.weight[:, 6:]) == 0
-    l = torch.rand(2, 1, 32, 32) * 100
-    tokens, lengths = torch.tensor([[1, 2, 5], [3, 4, 0]]), torch.tensor([3, 2])
-    with torch.no_grad():  # equal up to the summation order of the wider projections
-        new, old = net(l, tokens, lengths), source(l, tokens, lengths)
-    assert torch.allclose(new, old, rtol=1e-5, atol=1e-5 * float(old.abs().max()))
-    # the mean's FiLM columns learn once training moves them
-    net(l, tokens, lengths).logsumexp(1).mean().backward()
-    assert net.film[7].gamma.weight.grad[:, 6:].abs().sum() > 0
-    with pytest.raises(ValueError, match="caption_pooling"):
-        FilmColorNetwork("concat", caption_pooling="last_mean", **kwargs)
-    with pytest.raises(ValueError, match="does not fit|size"):  # wider source, narrower model
-        load_film_network(source, net.state_dict(), ABBins.grid(25, 10.0))
+        tiny_network("film", relative_maps=-1)
 
 
 def test_unknown_conditioning():
     with pytest.raises(ValueError, match="conditioning"):
-        FilmColorNetwork("add")
+        FilmColorNetwork(conditioning="add")
 
 
 # --------------------------------------------------------------------------- CIC initialisation
@@ -368,7 +274,7 @@ def test_init_from_released_state_dict(tmp_path):
     release = _randomized(release_like_model(width=0.125))
     torch.save(release.state_dict(), path)
     for mode, extra in (("film", 0), ("concat", 6)):
-        net = FilmColorNetwork(mode, width=0.125, vocab_size=5, embedding_dim=4, hidden_size=3)
+        net = tiny_network(mode)
         readout_before = net.fcnn.readout.weight.clone()
         report = init_from_cic(net.fcnn, path, ABBins.grid(25, 10.0))
         assert "readout.weight" in report.skipped  # 313 release classes vs 625
@@ -389,7 +295,7 @@ def test_init_from_released_state_dict(tmp_path):
 def test_concat_init_reproduces_the_source_features(tmp_path):
     source = _randomized(CICNetwork(625, 0.125)).eval()
     state, centers = source.state_dict(), ABBins.grid(25, 10.0).centers
-    net = FilmColorNetwork("concat", width=0.125, vocab_size=5, embedding_dim=4, hidden_size=3)
+    net = tiny_network("concat")
     report = transfer_cic_weights(net.fcnn, state, centers, ABBins.grid(25, 10.0))
     assert "readout.weight" in report.widened  # same 625-grid: the readout is kept too
     net.eval()
@@ -406,7 +312,7 @@ def test_init_from_cic_checkpoint(tmp_path):
     ckpt = fit_tiny(tmp_path / "cic", "--model.bins", "grid")
     state, centers = load_cic_state(ckpt)
     assert torch.allclose(centers, ABBins.grid(25, 10.0).centers)
-    net = FilmColorNetwork("film", width=0.125, vocab_size=5, embedding_dim=4, hidden_size=3)
+    net = tiny_network("film")
     report = init_from_cic(net.fcnn, ckpt, ABBins.grid(25, 10.0))
     assert not report.skipped  # same bins: everything copied, the readout included
     full = torch.load(ckpt, weights_only=True)["state_dict"]
@@ -416,7 +322,7 @@ def test_init_from_cic_checkpoint(tmp_path):
 
 def test_init_errors(tmp_path):
     grid = ABBins.grid(25, 10.0)
-    net = FilmColorNetwork("none", width=0.25)
+    net = FilmColorNetwork(conditioning="none", width=0.25)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         init_from_cic(net.fcnn, tmp_path / "missing.pth", grid)
     state = CICNetwork(625, 0.125).state_dict()
@@ -424,7 +330,7 @@ def test_init_errors(tmp_path):
         transfer_cic_weights(net.fcnn, state, None, grid)
     del state["blocks.3.0.weight"]
     with pytest.raises(ValueError, match=r"blocks\.3\.0\.weight"):
-        transfer_cic_weights(FilmColorNetwork("none", width=0.125).fcnn, state, None, grid)
+        transfer_cic_weights(tiny_network("none").fcnn, state, None, grid)
     torch.save({"something": torch.zeros(1)}, tmp_path / "odd.pth")
     with pytest.raises(ValueError, match="neither"):
         init_from_cic(net.fcnn, tmp_path / "odd.pth", grid)
@@ -454,63 +360,26 @@ def test_training_captions_from_records_and_items(tmp_path):
 
 
 # --------------------------------------------------------------------------- optimizer
-def test_caption_lr_scale_gives_the_encoder_its_own_decaying_rate():
+def test_relative_lr_scale_gives_the_attentions_their_own_decaying_rate():
     from film_color.module import FilmColorModule
 
-    kwargs = dict(width=0.125, embedding_dim=8, hidden_size=8, lr=1e-3, lr_step_size=2)
-    module = FilmColorModule(caption_lr_scale=10.0, lr_gamma=0.5, **kwargs)
-    module.network.set_vocab_size(12)
-    config = module.configure_optimizers()
-    rest, encoder = config["optimizer"].param_groups
-    encoder_ids = {id(p) for p in module.network.caption_encoder.parameters()}
-    assert {id(p) for p in encoder["params"]} == encoder_ids
-    assert not encoder_ids & {id(p) for p in rest["params"]}
-    assert len(rest["params"]) + len(encoder["params"]) == len(list(module.parameters()))
-    assert (rest["lr"], encoder["lr"]) == pytest.approx((1e-3, 1e-2))
-    for _ in range(2):
-        config["optimizer"].step()
-        config["lr_scheduler"]["scheduler"].step()
-    assert (rest["lr"], encoder["lr"]) == pytest.approx((5e-4, 5e-3))
-
-    # the default, and a model without a caption encoder, keep one group at ``lr``
-    for module in (
-        FilmColorModule(**kwargs),
-        FilmColorModule(conditioning="none", caption_lr_scale=10.0, **kwargs),
-    ):
-        module.network.set_vocab_size(12)
-        (group,) = module.configure_optimizers()["optimizer"].param_groups
-        assert group["lr"] == 1e-3 and len(group["params"]) == len(list(module.parameters()))
-    with pytest.raises(ValueError, match="caption_lr_scale"):
-        FilmColorModule(caption_lr_scale=0.0)
-
-
-def test_film_lr_scale_gives_the_film_generators_their_own_rate():
-    from film_color.module import FilmColorModule
-
-    kwargs = dict(width=0.125, embedding_dim=8, hidden_size=8, lr=1e-3)
-    module = FilmColorModule(film_lr_scale=20.0, caption_lr_scale=0.5, **kwargs)
-    module.network.set_vocab_size(12)
-    rest, encoder, film = module.configure_optimizers()["optimizer"].param_groups
-    film_ids = {id(p) for p in module.network.film.parameters()}
-    assert {id(p) for p in film["params"]} == film_ids and len(film_ids) == 16  # 8 x gamma, beta
-    assert not film_ids & {id(p) for p in rest["params"] + encoder["params"]}
-    assert sum(len(g["params"]) for g in (rest, encoder, film)) == len(list(module.parameters()))
-    assert (rest["lr"], encoder["lr"], film["lr"]) == pytest.approx((1e-3, 5e-4, 2e-2))
-    # CONCAT has no FiLM generators: one group
-    concat = FilmColorModule(conditioning="concat", film_lr_scale=20.0, **kwargs)
-    concat.network.set_vocab_size(12)
-    (group,) = concat.configure_optimizers()["optimizer"].param_groups
-    assert group["lr"] == 1e-3
-    with pytest.raises(ValueError, match="film_lr_scale"):
-        FilmColorModule(film_lr_scale=-1.0)
-    # relative maps' attentions get their own group too, and only with a scale other than 1
-    relative = FilmColorModule(relative_maps=2, relative_lr_scale=10.0, **kwargs)
-    relative.network.set_vocab_size(12)
-    rest, attention = relative.configure_optimizers()["optimizer"].param_groups
+    decay = {"lr_step_size": 2, "lr_gamma": 0.5}
+    relative = tiny_module(relative_maps=2, relative_lr_scale=10.0, **decay)
+    config = relative.configure_optimizers()
+    rest, attention = config["optimizer"].param_groups
     assert {id(p) for p in attention["params"]} == {
         id(m.attention.weight) for m in relative.network.relative
     }
+    assert not {id(p) for p in attention["params"]} & {id(p) for p in rest["params"]}
+    assert len(rest["params"]) + len(attention["params"]) == len(list(relative.parameters()))
     assert (rest["lr"], attention["lr"]) == pytest.approx((1e-3, 1e-2))
-    plain = FilmColorModule(relative_maps=2, **kwargs)
-    plain.network.set_vocab_size(12)
-    assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1
+    for _ in range(2):
+        config["optimizer"].step()
+        config["lr_scheduler"]["scheduler"].step()
+    assert (rest["lr"], attention["lr"]) == pytest.approx((5e-4, 5e-3))  # both decay
+    # scale 1 (the default), or no relative maps: one group at lr
+    for module in (tiny_module(relative_maps=2), tiny_module(relative_lr_scale=10.0)):
+        (group,) = module.configure_optimizers()["optimizer"].param_groups
+        assert group["lr"] == 1e-3 and len(group["params"]) == len(list(module.parameters()))
+    with pytest.raises(ValueError, match="relative_lr_scale"):
+        FilmColorModule(relative_lr_scale=0.0)

@@ -3,7 +3,7 @@
 All functions take tensors shaped ``(*, 3, H, W)`` (or ``(*, 1, H, W)`` / ``(*, 2, H, W)``
 for the L and ab helpers) and are differentiable.
 
-Conventions (GUIDE §3):
+Conventions of every chromalab package:
 
 * RGB is sRGB with values in ``[0, 1]``.
 * CIE Lab uses the D65 white point; ``L`` is in ``[0, 100]`` and ``a``, ``b`` lie in

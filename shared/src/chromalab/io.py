@@ -322,7 +322,7 @@ def _decode_stream(stream: _EndOfFileWatcher, name: str, max_pixels: int) -> Ten
 def load_images(
     paths: Iterable[str | os.PathLike[str]], *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[list[tuple[Path, Tensor]], list[ImageLoadError]]:
-    """Load many images, reporting and skipping the bad ones (GUIDE §3: batch jobs).
+    """Load many images, reporting and skipping the bad ones: one bad file never stops a batch.
 
     Args:
         paths: image files, e.g. from :func:`iter_image_files`.

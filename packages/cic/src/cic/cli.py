@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -18,7 +19,10 @@ from chromalab.training import run_lightning_cli
 from cic.datamodule import CICDataModule
 from cic.module import CICModule
 
-__all__ = ["main", "run"]
+__all__ = ["CONFIGS", "main", "run"]
+
+#: The package's config files (a source checkout: ``pip install -e packages/cic``).
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def run(args: Sequence[str] | None = None) -> LightningCLI:

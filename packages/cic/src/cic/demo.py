@@ -24,8 +24,9 @@ from chromalab.color import lab_to_rgb, rgb_to_l_ab
 from chromalab.data import CapShapes, sample_photos
 from chromalab.data.folders import resize_and_crop
 from chromalab.report import Report, image_grid, metrics_table
+from chromalab.runs import train_or_reuse
+from cic.cli import CONFIGS, run
 from cic.evaluate import evaluate, gray_predictor, model_predictor, random_predictor
-from cic.experiments import CONFIGS, ensure_trained
 from cic.module import CICModule
 
 __all__ = ["main"]
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     report = Report(args.out)
     run_dir = Path(args.out) / "cic"
-    ckpt = ensure_trained(run_dir, args.steps, config=args.config)
+    ckpt, _ = train_or_reuse(run, run_dir, args.config, args.steps)
     module = CICModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
 
     scenes = CapShapes(length=args.scenes, size=64, seed=VAL_SEED)

@@ -16,9 +16,8 @@ The bin centres and the rebalancing weights are buffers saved in the checkpoint,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -29,10 +28,11 @@ from chromalab.bins import ABBins, soft_cross_entropy
 from chromalab.color import lab_to_rgb
 from chromalab.io import recombine
 from chromalab.metrics import AuCCMF, Colorfulness
-from chromalab.rebalance import estimate_prior, load_prior, pixel_weights, rebalance_weights
+from chromalab.modules import ClassRebalancing, adam_step_decay
+from chromalab.rebalance import pixel_weights
 from cic.networks import CICNetwork
 
-__all__ = ["CICModule", "ClassRebalancing", "adam_step_decay", "subsample_targets"]
+__all__ = ["CICModule", "subsample_targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,79 +45,15 @@ def subsample_targets(ab: Tensor, factor: int) -> Tensor:
     return ab[:, :, offset::factor, offset::factor]
 
 
-def adam_step_decay(
-    parameters: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], hparams: Any
-) -> dict[str, Any]:
-    """Adam with a step-decayed learning rate, as Lightning's ``configure_optimizers`` returns it.
-
-    ``parameters`` are parameters or Adam parameter groups (a group's own ``lr`` overrides
-    ``hparams.lr`` and decays with the others).
-
-    ``hparams`` supplies ``lr``, ``betas``, ``weight_decay``, and ``lr_step_size`` /
-    ``lr_gamma`` (the rate is multiplied by ``lr_gamma`` every ``lr_step_size`` optimizer steps).
-    """
-    optimizer = torch.optim.Adam(
-        parameters, lr=hparams.lr, betas=tuple(hparams.betas), weight_decay=hparams.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=hparams.lr_step_size, gamma=hparams.lr_gamma
-    )
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-class ClassRebalancing:
-    """Class-rebalancing weights of a LightningModule, set once at the start of ``fit``.
-
-    The host module has ``bins`` (:class:`ABBins`), buffers ``class_weights`` and
-    ``weights_ready``, hyper-parameters ``prior``, ``prior_batches``, ``lam`` and ``sigma``,
-    and :meth:`prior_targets` mapping a batch's ab to the grid the loss is taken on. Weights
-    restored from a checkpoint (``weights_ready``) are kept; otherwise the prior comes from
-    the ``prior`` file or from the first ``prior_batches`` training batches of all ranks.
-    """
-
-    def prior_targets(self, ab: Tensor) -> Tensor:
-        """ab ``(B, 2, H, W)`` brought to the grid of the loss's targets (the host defines it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define prior_targets(ab)")
-
-    def set_class_weights(self) -> None:
-        if bool(self.weights_ready):
-            return
-        if self.hparams.prior:
-            prior = load_prior(self.hparams.prior, self.bins)
-            source = self.hparams.prior
-        else:
-            prior, source = self._estimate_prior(), f"{self.hparams.prior_batches} training batches"
-        weights = rebalance_weights(prior, self.hparams.lam, self.bins, self.hparams.sigma)
-        self.class_weights.copy_(weights.float().to(self.device))
-        self.weights_ready.fill_(True)
-        logging.getLogger(type(self).__module__).info(
-            "class rebalancing weights (lambda=%s) from %s", self.hparams.lam, source
-        )
-
-    def _estimate_prior(self) -> Tensor:
-        datamodule = self.trainer.datamodule
-        if datamodule is None:
-            raise RuntimeError("no prior file and no datamodule to estimate the prior from")
-        multi = self.trainer.world_size > 1
-        return estimate_prior(
-            datamodule.train_dataloader(),
-            self.bins,
-            self.hparams.prior_batches,
-            to_targets=self.prior_targets,
-            device=self.device,
-            reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
-        )
-
-
 class CICModule(ClassRebalancing, pl.LightningModule):
     """Colorful Image Colorization as a LightningModule.
 
     Args:
         width: channel multiplier of the network (1.0 = the paper's).
         bins: ``"gamut"`` (our in-gamut rule, :meth:`ABBins.gamut`), ``"grid"`` (25x25) or
-            ``"released"`` (the 313 bins of the authors' model; needs ``init_weights`` or a
+            ``"released"`` (the 313 bins of the authors' model; needs ``init_from`` or a
             checkpoint, which carry the table).
-        init_weights: weights to start from: the authors' released ``.pth`` (see
+        init_from: weights to start from: the authors' released ``.pth`` (see
             :mod:`cic.weights`) or a Lightning checkpoint of this module (e.g. to fine-tune
             with ``lam=1``, Table 1 row 2). Loaded at the start of ``fit`` only; resuming with
             ``--ckpt_path`` restores everything instead.
@@ -142,7 +78,7 @@ class CICModule(ClassRebalancing, pl.LightningModule):
         self,
         width: float = 1.0,
         bins: Literal["gamut", "grid", "released"] = "gamut",
-        init_weights: str | None = None,
+        init_from: str | None = None,
         lam: float = 0.5,
         sigma: float = 5.0,
         k: int = 10,
@@ -168,7 +104,7 @@ class CICModule(ClassRebalancing, pl.LightningModule):
         elif bins == "grid":
             self.bins = ABBins.grid(25, 10.0)
         elif bins == "released":
-            # placeholder centres: filled from init_weights or from a checkpoint
+            # placeholder centres: filled from init_from or from a checkpoint
             self.bins = ABBins(torch.zeros(_RELEASED_CLASSES, 2))
         else:
             raise ValueError(f"bins must be 'gamut', 'grid' or 'released', got {bins!r}")
@@ -200,18 +136,18 @@ class CICModule(ClassRebalancing, pl.LightningModule):
     def _require_bins(self) -> None:
         if not bool(self.bins_ready):
             raise RuntimeError(
-                "bins='released' needs the release's bin table: set init_weights to the "
+                "bins='released' needs the release's bin table: set init_from to the "
                 "released .pth or load a checkpoint trained with it"
             )
 
     # ------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.init_weights:
-            self._load_init_weights(Path(self.hparams.init_weights))
+        if stage == "fit" and self.hparams.init_from:
+            self._initialise_from(Path(self.hparams.init_from))
 
-    def _load_init_weights(self, path: Path) -> None:
+    def _initialise_from(self, path: Path) -> None:
         if not path.is_file():
-            raise FileNotFoundError(f"init_weights not found: {path}")
+            raise FileNotFoundError(f"init_from not found: {path}")
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(blob, dict) and "state_dict" in blob:  # a Lightning checkpoint
             state = {

@@ -169,14 +169,19 @@ class CICNetwork(nn.Module):
         if l.shape[2] % 8 or l.shape[3] % 8:
             raise ValueError(f"H and W must be multiples of 8, got {tuple(l.shape[2:])}")
 
+    def normalized_input(self, l: Tensor) -> Tensor:
+        """What block 1 reads: lightness ``l`` ``(B, 1, H, W)`` (L in ``[0, 100]``, ``H`` and
+        ``W`` multiples of 8) normalized as ``input_normalization`` says."""
+        self._check_input(l)
+        return normalize_l(l) if self.input_normalization == "paper" else standardize_l(l)
+
     def features(self, l: Tensor, hook: BlockHook | None = None) -> list[Tensor]:
         """Outputs of the 8 blocks for lightness ``l`` (L in ``[0, 100]``).
 
         ``hook(i, x)``, when given, transforms block ``i``'s output (0-based) before it feeds
         the next block: the attachment point of FiLM and CONCAT conditioning.
         """
-        self._check_input(l)
-        x = normalize_l(l) if self.input_normalization == "paper" else standardize_l(l)
+        x = self.normalized_input(l)
         outputs = []
         for i, block in enumerate(self.blocks):
             x = block(x)

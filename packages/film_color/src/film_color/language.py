@@ -21,26 +21,21 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 __all__ = [
-    "CAPTION_POOLINGS",
     "PAD",
     "UNK",
     "CaptionEncoder",
-    "CaptionPooling",
     "Vocabulary",
     "tokenize",
 ]
 
 PAD = "<pad>"
 UNK = "<unk>"
-CaptionPooling = Literal["last", "last_mean"]
-CAPTION_POOLINGS: tuple[str, ...] = ("last", "last_mean")
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -158,21 +153,12 @@ class Vocabulary:
 class CaptionEncoder(nn.Module):
     """Word embedding + one bidirectional LSTM layer; ``h`` = final states of both directions.
 
-    With ``pooling="last_mean"`` (not in the paper) ``h`` also holds the mean of the LSTM's
-    outputs over the caption's tokens. The final states of a long caption ("the square is
-    yellow, the heart is green, the star is pink and the leaf is purple, ...") sit far from the
-    words in its middle; every output is next to its own words, so the mean keeps each
-    noun-colour pair about equally close.
-
     Args:
         vocab_size: number of token ids; ``None`` defers the embedding until
             :meth:`set_vocab_size` (the vocabulary is built from the training data, after the
             model is constructed).
         embedding_dim: word-vector size.
-        hidden_size: LSTM state size per direction; ``h`` has ``2 * hidden_size`` features
-            (``4 * hidden_size`` with ``pooling="last_mean"``).
-        pooling: ``"last"`` (§2.3: the final states) or ``"last_mean"`` (final states, then the
-            mean output over the tokens).
+        hidden_size: LSTM state size per direction; ``h`` has ``2 * hidden_size`` features.
 
     Shapes:
         ``forward(tokens, lengths)``: ``tokens`` long ``(B, T)`` (0 = padding), ``lengths``
@@ -184,12 +170,8 @@ class CaptionEncoder(nn.Module):
         vocab_size: int | None = None,
         embedding_dim: int = 300,
         hidden_size: int = 256,
-        pooling: CaptionPooling = "last",
     ):
         super().__init__()
-        if pooling not in CAPTION_POOLINGS:
-            raise ValueError(f"pooling must be one of {CAPTION_POOLINGS}, got {pooling!r}")
-        self.pooling = pooling
         if embedding_dim < 1 or hidden_size < 1:
             raise ValueError(
                 f"embedding_dim and hidden_size must be >= 1, got {embedding_dim}, {hidden_size}"
@@ -203,8 +185,8 @@ class CaptionEncoder(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        """Size of ``h``: ``2 * hidden_size``, or ``4 * hidden_size`` with the mean."""
-        return (4 if self.pooling == "last_mean" else 2) * self.hidden_size
+        """Size of ``h``: ``2 * hidden_size`` (the final states of both directions)."""
+        return 2 * self.hidden_size
 
     @property
     def vocab_size(self) -> int | None:
@@ -241,11 +223,5 @@ class CaptionEncoder(nn.Module):
         packed = pack_padded_sequence(
             embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
-        outputs, (h_n, _) = self.lstm(packed)  # h_n: (2, B, hidden), forward then backward
-        last = torch.cat([h_n[0], h_n[1]], dim=1)
-        if self.pooling == "last":
-            return last
-        # padded steps are zeros in the unpacked outputs, so a sum over T is a sum over tokens
-        padded, _ = pad_packed_sequence(outputs, batch_first=True)
-        mean = padded.sum(1) / lengths.to(padded.device, padded.dtype)[:, None]
-        return torch.cat([last, mean], dim=1)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (2, B, hidden), forward then backward
+        return torch.cat([h_n[0], h_n[1]], dim=1)

@@ -1,4 +1,8 @@
-"""``FilmColorModule``: training and evaluation of FCNN, CONCAT and FILM (Manjunatha et al. 2018).
+"""``FilmColorModule``: training and evaluation of FCNN, CONCAT and FILM.
+
+Manjunatha, Iyyer, Boyd-Graber, Davis, "Learning to Color from Language", NAACL 2018
+(arXiv:1804.06026).
+
 
 * Classes: the 25x25 ab grid, 625 labels (§2.2, :meth:`chromalab.bins.ABBins.grid`).
 * Targets: one-hot (§2.2, "we use a one-hot encoding for the ab channels instead of soft
@@ -12,13 +16,15 @@
   ``1 / p`` to bins seen a handful of times (and infinite ones to unseen bins of the 625-grid,
   most of which lie outside the sRGB gamut), which makes training unstable. We use CIC's
   ``lam = 1/2`` by default: still inverse to frequency for common colours, bounded by ``2Q``
-  for rare ones. ``lam = 1`` turns rebalancing off. Optional, not in the paper:
+  for rare ones. ``lam = 1`` turns rebalancing off. Beyond the paper, off by default:
   ``named_object_weight`` weighs the cells of the objects a CapShapes caption names more.
 * Decoding: annealed mean (Zhang et al. 2016, Eq. 8) at ``temperature`` (default 0.38).
 * Evaluation: top-1 / top-5 accuracy in the quantized ab space at the output resolution
   (:class:`chromalab.metrics.ABAccuracy`, Table 1) and, on CapShapes scenes, caption
   consistency and the caption-manipulation accuracy (§3.2, automated with
-  :func:`chromalab.metrics.manipulate_batch`).
+  :func:`chromalab.metrics.manipulate_batch`). Each scene's colour swap is drawn from a
+  generator seeded by ``manipulation_seed`` and the scene's index, so the metric is the same
+  for any batch size and any number of ranks.
 
 The caption vocabulary is built from the training captions at the start of ``fit`` (LightningCLI
 constructs the model before the data exist), or taken from the ``init_from`` checkpoint of the
@@ -41,14 +47,12 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from chromalab.bins import ABBins
-from chromalab.data.capshapes import SHAPES
 from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
+from chromalab.modules import ClassRebalancing, adam_step_decay
 from chromalab.rebalance import pixel_weights
-from cic.module import ClassRebalancing, adam_step_decay
 from cic.networks import OUTPUT_STRIDE, InputNormalization
-from film_color.binding import BINDING_SLOTS, COLOURS, binding_targets
-from film_color.language import CaptionPooling, Vocabulary
+from film_color.language import Vocabulary
 from film_color.networks import GRID_SIZE, GRID_STEP, Conditioning, FilmColorNetwork
 from film_color.weights import (
     CHECKPOINT_KEY,
@@ -117,25 +121,18 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
         width: channel multiplier of the FCNN (1.0 = the paper's).
         embedding_dim: word-vector size of the caption encoder.
-        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``, twice that
-            with ``caption_pooling="last_mean"``).
+        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
         min_count: words seen fewer times in the training captions map to ``<unk>``.
         max_vocab_size: keep at most this many words (most frequent first).
         vocab_scan: training items read for the vocabulary when the dataset does not hold its
             captions as records (generated scenes, shard streams).
         max_caption_length: captions are cut to this many tokens.
-        position_maps: append ``x``/``y`` coordinate maps after every block (not in the paper;
-            see :mod:`film_color.networks`).
         relative_maps: ``K`` > 0 appends, after every block, each cell's ``x``/``y`` relative
             to ``K`` learned attention centroids of the block's output
-            (:class:`film_color.networks.RelativeMaps`; not in the paper).
-        caption_pooling: ``"last"`` (§2.3: ``h`` is the BiLSTM's final states) or
-            ``"last_mean"`` (not in the paper; FILM only): ``h`` also holds the mean LSTM
-            output over the tokens (:class:`film_color.language.CaptionEncoder`). Continuing a
-            ``"last"`` model starts the FiLM weights on the mean at zero.
+            (:class:`film_color.networks.RelativeMaps`; beyond the paper, 0 by default).
         input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``, the default) or ``"image"``
             (each image standardized to zero mean and unit variance,
-            :func:`chromalab.color.standardize_l`; not in the paper). On CapShapes, whose
+            :func:`chromalab.color.standardize_l`; beyond the paper). On CapShapes, whose
             lightness is drawn independently of colour, ``"image"`` lets the network find the
             shapes sooner (``benchmarks/results/film_input_normalization.md``). A ``film-color fit``
             checkpoint given to ``init_from`` must have been trained with the same setting.
@@ -154,32 +151,20 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         prior_batches: batches used to estimate the prior when no file is given.
         temperature: annealed-mean temperature for decoding.
         lr, betas, weight_decay: Adam settings.
-        caption_lr_scale: the caption encoder (word embedding and LSTM) learns at
-            ``caption_lr_scale * lr``; 1.0 (the default) is one rate for the whole model, as in
-            the paper.
-        film_lr_scale: the FiLM generators (the linear maps from ``h`` to ``gamma`` and
-            ``beta``, Eq. 2) learn at ``film_lr_scale * lr``; 1.0 (the default) as in the paper.
-            Ignored by CONCAT and the FCNN.
         relative_lr_scale: the attentions of ``relative_maps`` learn at
-            ``relative_lr_scale * lr``.
+            ``relative_lr_scale * lr`` (they start at zero, usually beside a trained network
+            continued at a small rate).
         lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
             ``lr_step_size`` optimizer steps.
-        binding_loss_weight: weight of an auxiliary loss on the caption encoding (not in the
-            paper; 0, the default, turns it off): a linear readout of ``h`` is trained with
-            ``h`` to tell, for every CapShapes shape the caption names, the colour it gives
-            it, and for two objects of one shape which colour goes to the left/top and which
-            to the right/bottom one (:mod:`film_color.binding`). Only FILM and CONCAT; captions
-            outside CapShapes' grammar add nothing. The readout is used in training only.
-        binding_lr_scale: the binding readout learns at ``binding_lr_scale * lr``: it starts
-            from scratch, often next to a trained network continued at a small rate.
-        named_object_weight: training only, not in the paper (0, the default, is the paper's
+        named_object_weight: training only, beyond the paper (0, the default, is the paper's
             loss): output cells covered by objects the caption names weigh
             ``1 + named_object_weight * coverage`` times their rebalanced weight, ``coverage``
             the fraction of the cell they cover. The colour of a named object is what a caption
             decides; on scenes whose background fills most of the image, those cells are a
             small share of the loss. Needs batches with ``masks`` and ``mentioned``
             (CapShapes); other batches keep the paper's weights.
-        manipulation_seed: seed of the colour swaps of the manipulation metric.
+        manipulation_seed: seed of the colour swaps of the manipulation metric (each scene's
+            swap is seeded by it and the scene's index).
         channels_last: run the image network in channels-last memory format (default: on, as
             in :class:`cic.module.CICModule`; same results up to float rounding, faster on CPU
             and GPU, most of all under ``trainer.precision: bf16-mixed``: see
@@ -196,9 +181,7 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         max_vocab_size: int | None = None,
         vocab_scan: int = 5000,
         max_caption_length: int = 64,
-        position_maps: bool = False,
         relative_maps: int = 0,
-        caption_pooling: CaptionPooling = "last",
         input_normalization: InputNormalization = "paper",
         init_from: str | None = None,
         lam: float = 0.5,
@@ -209,15 +192,11 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
-        caption_lr_scale: float = 1.0,
-        film_lr_scale: float = 1.0,
         relative_lr_scale: float = 1.0,
         lr_step_size: int = 100_000,
         lr_gamma: float = 0.1,
         manipulation_seed: int = 0,
         channels_last: bool = True,
-        binding_loss_weight: float = 0.0,
-        binding_lr_scale: float = 10.0,
         named_object_weight: float = 0.0,
     ):
         super().__init__()
@@ -225,20 +204,10 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        scales = {
-            "caption_lr_scale": caption_lr_scale,
-            "film_lr_scale": film_lr_scale,
-            "relative_lr_scale": relative_lr_scale,
-            "binding_lr_scale": binding_lr_scale,
-        }
-        if any(scale <= 0 for scale in scales.values()):
-            raise ValueError(f"learning-rate scales must be > 0, got {scales}")
-        if binding_loss_weight < 0:
-            raise ValueError(f"binding_loss_weight must be >= 0, got {binding_loss_weight}")
+        if relative_lr_scale <= 0:
+            raise ValueError(f"relative_lr_scale must be > 0, got {relative_lr_scale}")
         if named_object_weight < 0:
             raise ValueError(f"named_object_weight must be >= 0, got {named_object_weight}")
-        if binding_loss_weight > 0 and conditioning == "none":
-            raise ValueError("binding_loss_weight needs a caption encoder (film or concat)")
         if vocab_scan < 1 or max_caption_length < 1:
             raise ValueError(
                 f"vocab_scan and max_caption_length must be >= 1, got {vocab_scan}, "
@@ -247,24 +216,14 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         self.save_hyperparameters()
         self.bins = ABBins.grid(GRID_SIZE, GRID_STEP)
         self.network = FilmColorNetwork(
-            conditioning,
-            width,
-            None,
-            embedding_dim,
-            hidden_size,
-            self.bins.num_bins,
-            position_maps,
-            input_normalization,
-            relative_maps,
-            caption_pooling,
+            conditioning=conditioning,
+            width=width,
+            embedding_dim=embedding_dim,
+            hidden_size=hidden_size,
+            relative_maps=relative_maps,
+            input_normalization=input_normalization,
+            num_classes=self.bins.num_bins,
         )
-        #: the auxiliary readout of ``binding_loss_weight`` (``None`` when it is off)
-        self.binding_readout: torch.nn.Linear | None = None
-        if binding_loss_weight > 0:
-            self.binding_readout = torch.nn.Linear(
-                self.network.caption_encoder.output_dim,
-                len(SHAPES) * len(BINDING_SLOTS) * len(COLOURS),
-            )
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network.fcnn.to(memory_format=self._memory_format)
         self.vocabulary: Vocabulary | None = None
@@ -472,24 +431,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         h = self.caption_encoding(batch.get("caption"), l.shape[0])
         logits = self.network.decode(l, h)
         loss = self.loss(logits, batch["ab"], self.named_object_scale(batch, logits.shape[2:]))
-        if self.binding_readout is not None:  # h is shared with the colorization: encoded once
-            binding = self.binding_loss(h, batch["caption"])
-            self.log("train/binding_loss", binding, batch_size=l.shape[0])
-            loss = loss + self.hparams.binding_loss_weight * binding
         self.log("train/loss", loss, prog_bar=True, batch_size=l.shape[0])
         return loss
-
-    def binding_loss(self, h: Tensor, captions: Sequence[str]) -> Tensor:
-        """Cross-entropy of the binding readout of ``h`` against :func:`binding_targets` of
-        ``captions`` (mean over the targets the captions give; 0 when they give none)."""
-        if self.binding_readout is None:
-            raise RuntimeError("binding_loss needs binding_loss_weight > 0")
-        targets = binding_targets(captions).flatten()
-        given = int((targets >= 0).sum())  # counted on the CPU: no device sync in the step
-        scores = self.binding_readout(h.float()).view(-1, len(COLOURS))
-        # a sum over no targets is a 0 that still reaches the readout (DDP's gradient sync)
-        total = F.cross_entropy(scores, targets.to(h.device), ignore_index=-1, reduction="sum")
-        return total / max(given, 1)
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         logits = self(batch["l"], batch.get("caption"))
@@ -526,16 +469,22 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
             pred_ab, batch["masks"], batch["color_ids"], batch["mentioned"], batch["level"],
             batch.get("canonical"),
         )  # fmt: skip
-        first = int(batch["index"][0]) if "index" in batch else 0
-        manipulated = manipulate_batch(batch, random.Random(self._manipulation_seed(first)))
+        if "index" not in batch:
+            raise KeyError(
+                "the manipulation metric seeds each scene's colour swap by its 'index'; the batch "
+                f"has {sorted(batch)}"
+            )
+        generators = [random.Random(self._manipulation_seed(int(i))) for i in batch["index"]]
+        manipulated = manipulate_batch(batch, generators)
         new_ab = colorize(manipulated["caption"]) if self.uses_captions else pred_ab
         swapped = manipulated["color_ids"] != batch["color_ids"]
         self.metrics[f"{stage}_manipulation"].update(
             new_ab, batch["masks"], manipulated["color_ids"], swapped, batch["level"]
         )
 
-    def _manipulation_seed(self, first_index: int) -> int:
-        return self.hparams.manipulation_seed * 1_000_003 + first_index
+    def _manipulation_seed(self, index: int) -> int:
+        """Seed of the colour swap of the scene ``index``."""
+        return self.hparams.manipulation_seed * 1_000_003 + index
 
     def _upsampled_ab(self, logits: Tensor, size: Sequence[int]) -> Tensor:
         ab = self.bins.annealed_mean(logits.float(), self.hparams.temperature)
@@ -584,23 +533,18 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
-        parts = (
-            (self.network.caption_encoder, "caption_lr_scale"),
-            (self.network.film, "film_lr_scale"),
-            (self.network.relative, "relative_lr_scale"),
-            (self.binding_readout, "binding_lr_scale"),
-        )
-        # a part at lr * 1.0 stays in the main group, except the readout (not in the network)
-        scaled = [
-            (part, scale)
-            for part, scale in parts
-            if part is not None and (self.hparams[scale] != 1.0 or part is self.binding_readout)
-        ]
-        if not scaled:
+        """Adam with step decay (:func:`chromalab.modules.adam_step_decay`); the relative-map
+        attentions in a group of their own at ``relative_lr_scale * lr`` when that is not 1."""
+        relative = self.network.relative
+        if relative is None or self.hparams.relative_lr_scale == 1.0:
             return adam_step_decay(self.network.parameters(), self.hparams)
-        own = {id(p) for part, _ in scaled for p in part.parameters()}
-        groups = [{"params": [p for p in self.network.parameters() if id(p) not in own]}]
-        for part, scale in scaled:
-            lr = self.hparams.lr * self.hparams[scale]
-            groups.append({"params": list(part.parameters()), "lr": lr})
+        own = {id(p) for p in relative.parameters()}
+        rest = [p for p in self.network.parameters() if id(p) not in own]
+        groups = [
+            {"params": rest},
+            {
+                "params": list(relative.parameters()),
+                "lr": self.hparams.lr * self.hparams.relative_lr_scale,
+            },
+        ]
         return adam_step_decay(groups, self.hparams)

@@ -1,4 +1,5 @@
-"""FCNN, CONCAT and FILM: Manjunatha et al., "Learning to Color from Language", NAACL 2018, §2.
+"""FCNN, CONCAT and FILM: Manjunatha, Iyyer, Boyd-Graber, Davis, "Learning to Color from
+Language", NAACL 2018 (arXiv:1804.06026), §2.
 
 * **FCNN** (§2.2): the 8-block colorization network of Zhang et al. (2016),
   :class:`cic.networks.CICNetwork`, predicting ``Q = 625`` classes (the 25x25 ab grid,
@@ -12,28 +13,20 @@
   of every block. The projections have no bias, as written in Eq. 2. They start at zero, so an
   FCNN initialisation (§3.1) is reproduced exactly before fine-tuning moves them.
 
-Optional, not in the paper: **position maps** (``position_maps=True``). Two channels holding
-each cell's ``x`` and ``y`` in ``[-1, 1]`` are appended after the conditioning of every block,
-widening the inputs of blocks 2-8 and of the readout by two channels, as the FiLM network of
-Perez et al. (AAAI 2018) does with its coordinate feature maps on CLEVR. FiLM's ``gamma`` and
-``beta`` are the same at every location, so binding "the left circle is red" to one of two
-circles needs features that know where they are; convolutions with zero padding know that only
-near the border. Continuing a model without maps (``init_from`` of
-:class:`~film_color.module.FilmColorModule`) starts the widened weights at zero, so the
-continued model first computes exactly what the old one did.
+:meth:`FilmColorNetwork.conditioned_features` is the forward pass: block ``n`` computes ``Z_n``
+from ``Z'_{n-1}`` and :meth:`FilmColorNetwork.condition` turns it into ``Z'_n``.
 
-Optional, not in the paper: **relative maps** (``relative_maps=K``). Absolute coordinates do
-not say which of two circles is the left one either: that is a relation between the two.
-After every block, ``K`` learned attention maps over the block's (conditioned) output give
-``K`` centroids, and ``2K`` channels hold each cell's ``x`` and ``y`` minus each centroid
-(:class:`RelativeMaps`). Once FiLM makes a channel respond to the shape a caption names, an
-attention on it centres between the two circles and the sign of ``x - x_k`` tells them apart.
-The attentions start at zero (uniform: the maps start as the plain coordinates), and a model
-without the maps is continued exactly, as with position maps.
+Beyond the paper, used by the published CapShapes model: **relative maps**
+(``relative_maps=K``). FiLM's ``gamma`` and ``beta`` are the same at every location, so "the
+left circle is red and the right circle is blue" cannot be bound to one of two circles by FiLM
+alone. After every block, ``K`` learned attention maps over the block's conditioned output give
+``K`` centroids, and ``2K`` channels holding each cell's ``x`` and ``y`` minus each centroid are
+appended (:class:`RelativeMaps`). The attentions start at zero (uniform: the maps start as the
+plain coordinates), and a model without the maps is continued exactly (the new input channels of
+the next block start at zero, :func:`film_color.weights.load_film_network`).
 
-``h`` is the caption encoding of :class:`film_color.language.CaptionEncoder` (§2.3). The
-conditioning is applied through the block hook of :meth:`CICNetwork.features`, so the image
-network is CIC's own module and its weights keep CIC's names (``fcnn.blocks.*``).
+``h`` is the caption encoding of :class:`film_color.language.CaptionEncoder` (§2.3). The image
+network is CIC's own module, so its weights keep CIC's names (``fcnn.blocks.*``).
 """
 
 from __future__ import annotations
@@ -44,19 +37,19 @@ import torch
 from torch import Tensor, nn
 
 from cic.networks import CICNetwork, InputNormalization
-from film_color.language import CaptionEncoder, CaptionPooling
+from film_color.language import CaptionEncoder
 
 __all__ = [
     "CONDITIONINGS",
     "GRID_SIZE",
     "GRID_STEP",
     "NUM_CLASSES",
-    "POSITION_CHANNELS",
-    "RelativeMaps",
     "Conditioning",
     "FiLM",
-    "coordinate_maps",
     "FilmColorNetwork",
+    "RelativeMaps",
+    "coordinate_maps",
+    "tile",
 ]
 
 Conditioning = Literal["none", "concat", "film"]
@@ -64,8 +57,6 @@ CONDITIONINGS: tuple[str, ...] = ("none", "concat", "film")
 #: The quantized ab grid of §2.2: 25 x 25 bins of side 10 (:meth:`chromalab.bins.ABBins.grid`).
 GRID_SIZE, GRID_STEP = 25, 10.0
 NUM_CLASSES = GRID_SIZE**2
-#: channels of the optional position maps (``x`` and ``y``)
-POSITION_CHANNELS = 2
 
 
 def coordinate_maps(z: Tensor) -> Tensor:
@@ -76,6 +67,12 @@ def coordinate_maps(z: Tensor) -> Tensor:
     xs = (torch.arange(w, device=z.device, dtype=z.dtype) + 0.5) * (2.0 / w) - 1.0
     grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
     return grid.unsqueeze(0).expand(b, -1, -1, -1)
+
+
+def tile(h: Tensor, z: Tensor) -> Tensor:
+    """``h`` ``(B, D)`` repeated over the cells of ``z`` ``(B, C, H, W)``: ``(B, D, H, W)`` in
+    ``z``'s dtype (the ``h`` of Eq. 1 at every ``[i, j]``)."""
+    return h[:, :, None, None].expand(-1, -1, z.shape[2], z.shape[3]).to(z.dtype)
 
 
 class RelativeMaps(nn.Module):
@@ -144,23 +141,18 @@ class FiLM(nn.Module):
 class FilmColorNetwork(nn.Module):
     """Language-conditioned colorization network: FCNN, CONCAT or FILM.
 
-    Args:
+    Args (keyword only, in the order of :class:`film_color.module.FilmColorModule`):
         conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
         width: channel multiplier of the FCNN (1.0 = the paper's 64-...-512 widths).
+        embedding_dim: word-vector size.
+        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
+        relative_maps: ``K`` > 0 appends ``2K`` :class:`RelativeMaps` channels after every
+            block (beyond the paper; see the module documentation).
+        input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``) or ``"image"`` (each
+            image standardized; beyond the paper), see :class:`cic.networks.CICNetwork`.
         vocab_size: number of token ids of the caption vocabulary, or ``None`` to defer the
             word embedding until it is known (:meth:`set_vocab_size`); unused for ``"none"``.
-        embedding_dim: word-vector size.
-        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``, twice that
-            with ``caption_pooling="last_mean"``).
         num_classes: ab classes (625 in the paper).
-        position_maps: append ``x``/``y`` maps after every block (not in the paper; see the
-            module documentation).
-        relative_maps: ``K`` > 0 appends ``2K`` :class:`RelativeMaps` channels after every
-            block (not in the paper).
-        input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``) or ``"image"`` (each
-            image standardized; not in the paper), see :class:`cic.networks.CICNetwork`.
-        caption_pooling: ``"last"`` (§2.3) or ``"last_mean"`` (not in the paper; FILM only):
-            ``h`` also holds the mean LSTM output, see :class:`CaptionEncoder`.
 
     Shapes:
         ``forward(l, tokens, lengths)``: ``l`` ``(B, 1, H, W)`` with L in ``[0, 100]`` (``H``,
@@ -170,34 +162,26 @@ class FilmColorNetwork(nn.Module):
 
     def __init__(
         self,
+        *,
         conditioning: Conditioning = "film",
         width: float = 1.0,
-        vocab_size: int | None = None,
         embedding_dim: int = 300,
         hidden_size: int = 256,
-        num_classes: int = NUM_CLASSES,
-        position_maps: bool = False,
-        input_normalization: InputNormalization = "paper",
         relative_maps: int = 0,
-        caption_pooling: CaptionPooling = "last",
+        input_normalization: InputNormalization = "paper",
+        vocab_size: int | None = None,
+        num_classes: int = NUM_CLASSES,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
-        if caption_pooling != "last" and conditioning != "film":
-            raise ValueError(
-                f"caption_pooling {caption_pooling!r} is for FILM only, got conditioning "
-                f"{conditioning!r}"
-            )
-        self.conditioning = conditioning
-        self.position_maps = bool(position_maps)
         if relative_maps < 0:
             raise ValueError(f"relative_maps must be >= 0, got {relative_maps}")
+        self.conditioning = conditioning
         self.relative_maps = int(relative_maps)
-        language = conditioning != "none"
         self.caption_encoder = (
-            CaptionEncoder(vocab_size, embedding_dim, hidden_size, caption_pooling)
-            if language
+            CaptionEncoder(vocab_size, embedding_dim, hidden_size)
+            if conditioning != "none"
             else None
         )
         condition_dim = self.caption_encoder.output_dim if self.caption_encoder else 0
@@ -205,18 +189,17 @@ class FilmColorNetwork(nn.Module):
             num_classes,
             width,
             condition_channels=(condition_dim if conditioning == "concat" else 0)
-            + (POSITION_CHANNELS if self.position_maps else 0)
             + 2 * self.relative_maps,
             input_normalization=input_normalization,
-        )
-        self.relative = (
-            nn.ModuleList(RelativeMaps(c, self.relative_maps) for c in self.fcnn.block_channels)
-            if self.relative_maps
-            else None
         )
         self.film = (
             nn.ModuleList(FiLM(condition_dim, c) for c in self.fcnn.block_channels)
             if conditioning == "film"
+            else None
+        )
+        self.relative = (
+            nn.ModuleList(RelativeMaps(c, self.relative_maps) for c in self.fcnn.block_channels)
+            if self.relative_maps
             else None
         )
 
@@ -226,7 +209,7 @@ class FilmColorNetwork(nn.Module):
 
     @property
     def block_channels(self) -> list[int]:
-        """Image channels of blocks 1..8 (before any CONCAT channels)."""
+        """Image channels of blocks 1..8 (before any CONCAT or relative-map channels)."""
         return self.fcnn.block_channels
 
     def set_vocab_size(self, vocab_size: int) -> None:
@@ -242,55 +225,51 @@ class FilmColorNetwork(nn.Module):
             raise ValueError(f"conditioning {self.conditioning!r} needs caption tokens and lengths")
         return self.caption_encoder(tokens.to(self.fcnn.readout.weight.device), lengths)
 
-    def _hook(self, h: Tensor | None):
-        condition = self._condition_hook(h)
-        if not self.position_maps and self.relative is None:
-            return condition
-        relative = self.relative
+    def condition(self, n: int, z: Tensor, h: Tensor | None) -> Tensor:
+        """``Z'_n`` from block ``n``'s output ``Z_n`` (0-based ``n``) under the caption ``h``.
 
-        def with_positions(i: int, z: Tensor) -> Tensor:
-            if condition is not None:
-                z = condition(i, z)
-            extra = [coordinate_maps(z)] if self.position_maps else []
-            if relative is not None:  # attends over the image channels only (not CONCAT's h)
-                extra.append(relative[i](z[:, : self.fcnn.block_channels[i]]))
-            return torch.cat([z, *extra], dim=1)
-
-        return with_positions
-
-    def _condition_hook(self, h: Tensor | None):
-        if h is None:
-            return None
+        FILM: Eq. 3, ``(1 + gamma_n) * Z_n + beta_n``; CONCAT: Eq. 1, ``[Z_n; h]``; FCNN:
+        ``Z_n``. With relative maps, their ``2K`` channels (computed from the image channels)
+        follow.
+        """
         if self.film is not None:
-            film = self.film
-            return lambda i, z: film[i](z, h)
+            z = self.film[n](z, h)
+        elif self.conditioning == "concat":
+            z = torch.cat([z, tile(h, z)], dim=1)
+        if self.relative is not None:
+            image = z[:, : self.fcnn.block_channels[n]]  # not CONCAT's h channels
+            z = torch.cat([z, self.relative[n](image)], dim=1)
+        return z
 
-        def concat(i: int, z: Tensor) -> Tensor:  # Eq. 1
-            tiled = h[:, :, None, None].expand(-1, -1, z.shape[2], z.shape[3])
-            return torch.cat([z, tiled.to(z.dtype)], dim=1)
-
-        return concat
+    def conditioned_features(self, l: Tensor, h: Tensor | None) -> list[Tensor]:
+        """The 8 conditioned block outputs ``Z'_1 .. Z'_8`` for lightness ``l`` under the
+        caption encoding ``h`` (``None`` for the FCNN): image channels first, then CONCAT's
+        ``h``, then the relative maps."""
+        if h is None and self.uses_captions:
+            raise ValueError(f"conditioning {self.conditioning!r} needs a caption encoding h")
+        if h is not None and h.shape[0] != l.shape[0]:
+            raise ValueError(f"{l.shape[0]} images but {h.shape[0]} caption encodings")
+        z = self.fcnn.normalized_input(l)
+        outputs = []
+        for n, block in enumerate(self.fcnn.blocks):
+            z = self.condition(n, block(z), h)
+            outputs.append(z)
+        return outputs
 
     def features(
         self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
     ) -> list[Tensor]:
-        """The 8 conditioned block outputs ``Z'_n`` (image channels first; then, for CONCAT, the
-        ``h`` channels, and the position maps when used)."""
+        """:meth:`conditioned_features` for caption tokens (encoded first)."""
         if tokens is not None and tokens.shape[0] != l.shape[0]:
             raise ValueError(f"{l.shape[0]} images but {tokens.shape[0]} captions")
         return self.conditioned_features(l, self.encode_caption(tokens, lengths))
 
-    def conditioned_features(self, l: Tensor, h: Tensor | None) -> list[Tensor]:
-        """:meth:`features` under an already computed caption encoding ``h`` (``None`` for
-        the FCNN)."""
-        return self.fcnn.features(l, self._hook(h))
+    def decode(self, l: Tensor, h: Tensor | None) -> Tensor:
+        """Class scores ``(B, Q, H/4, W/4)`` for lightness ``l`` under the caption encoding
+        ``h``: the 1x1 readout of ``Z'_8``."""
+        return self.fcnn.readout(self.conditioned_features(l, h)[-1])
 
     def forward(
         self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
     ) -> Tensor:
-        return self.fcnn.readout(self.features(l, tokens, lengths)[-1])
-
-    def decode(self, l: Tensor, h: Tensor | None) -> Tensor:
-        """Class scores for lightness ``l`` under the caption encoding ``h``: :meth:`forward`
-        with ``h`` already computed."""
-        return self.fcnn.readout(self.conditioned_features(l, h)[-1])
+        return self.decode(l, self.encode_caption(tokens, lengths))

@@ -27,7 +27,7 @@ taken whole instead (:func:`film_network_state`): every network weight (convolut
 caption encoder, FiLM/CONCAT layers) and the vocabulary. That is how a run goes on with a new
 optimizer or learning-rate schedule, which ``--ckpt_path`` (an exact resume) does not allow
 (:func:`load_film_network`). Its convolutions follow the rules above, so a model that adds the
-position maps of :mod:`film_color.networks` continues one without them, the new input channels
+relative maps of :mod:`film_color.networks` continues one without them, the new input channels
 at zero.
 """
 
@@ -282,23 +282,14 @@ def load_film_network(
     :class:`~film_color.networks.FilmColorNetwork` of the same conditioning and sizes).
 
     The FCNN goes through :func:`transfer_cic_weights` (same bins, so the readout is copied;
-    input channels the source lacks, e.g. position maps, start at zero); the caption encoder
-    and the FiLM/CONCAT layers must match exactly, except that the FiLM projections of a source
-    whose ``h`` is the final LSTM states alone gain zero columns for a ``"last_mean"`` caption
-    encoder (the mean comes after the final states in ``h``); relative-map attentions the source
-    lacks keep their initial zeros. Raises ``ValueError`` on any mismatch.
+    input channels the source lacks, i.e. relative maps, start at zero); the caption encoder
+    and the FiLM/CONCAT layers must match exactly; relative-map attentions the source lacks keep
+    their initial zeros. Raises ``ValueError`` on any mismatch.
     """
     prefix = "fcnn."
     fcnn_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     report = transfer_cic_weights(network.fcnn, fcnn_state, bins.centers, bins, source)
     rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
-    targets = network.state_dict()
-    for key, value in rest.items():
-        target = targets.get(key)
-        if key.startswith("film.") and target is not None and value.dim() == 2:
-            extra = target.shape[1] - value.shape[1]
-            if value.shape[0] == target.shape[0] and extra > 0:
-                rest[key] = torch.cat([value, value.new_zeros(value.shape[0], extra)], dim=1)
     try:
         result = network.load_state_dict(rest, strict=False)
     except RuntimeError as err:

@@ -1,7 +1,8 @@
 """Batch assembly: skipping bad samples, counting them, and adding L and ab.
 
-The batch convention (GUIDE §3) is a dict with ``rgb`` ``(B, 3, H, W)`` in ``[0, 1]``,
-``l`` ``(B, 1, H, W)`` in ``[0, 100]``, ``ab`` ``(B, 2, H, W)`` in about ``[-110, 110]``,
+The batch convention of every chromalab package is a dict with ``rgb`` ``(B, 3, H, W)`` in
+``[0, 1]``, ``l`` ``(B, 1, H, W)`` in ``[0, 100]``, ``ab`` ``(B, 2, H, W)`` in about
+``[-110, 110]``,
 optionally ``caption`` (``list[str]``) and, for generated scenes, ``masks``, ``color_ids``,
 ``mentioned``, ``level`` and friends. This module adds one key: ``skipped`` (``int``), the
 number of samples of that batch that were dropped because they could not be used.

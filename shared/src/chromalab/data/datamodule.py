@@ -13,7 +13,8 @@ jsonargparse) validates them:
 * ``webdataset`` — tar shards streamed with ``webdataset``
   (:func:`~chromalab.data.shards.make_shard_dataset`).
 
-Batches follow GUIDE §3: ``rgb`` ``(B, 3, H, W)`` in ``[0, 1]``, ``l`` ``(B, 1, H, W)`` in
+Batches follow the chromalab convention: ``rgb`` ``(B, 3, H, W)`` in ``[0, 1]``,
+``l`` ``(B, 1, H, W)`` in
 ``[0, 100]`` and ``ab`` ``(B, 2, H, W)`` (computed on the device by
 :meth:`ColorizationDataModule.on_after_batch_transfer`, hence on the GPU in training),
 ``caption`` (``list[str]``) where the source has captions, the CapShapes annotations

@@ -163,7 +163,9 @@ class CaptionConsistency(Metric):
         return {name: ratio[i] for i, name in enumerate(_GROUPS)}
 
 
-def manipulate_batch(batch: dict[str, Any], generator: RandomSource) -> dict[str, Any]:
+def manipulate_batch(
+    batch: dict[str, Any], generator: RandomSource | Sequence[RandomSource]
+) -> dict[str, Any]:
     """Swap every caption's colour words for other colours (FiLM's caption manipulation).
 
     Each caption goes through :func:`chromalab.text.random_color_swap`; the ``color_ids`` of
@@ -174,7 +176,9 @@ def manipulate_batch(batch: dict[str, Any], generator: RandomSource) -> dict[str
     Args:
         batch: a CapShapes batch with ``caption`` (list of str), ``color_ids`` (long ``(B, K)``),
             ``mentioned`` (bool ``(B, K)``) and ``level`` (list of str).
-        generator: source of randomness for the new colours.
+        generator: source of randomness for the new colours: one for the whole batch, or one
+            per caption (e.g. seeded by the scene's index, so that a scene's swap does not
+            depend on the batch it falls in, hence on the batch size or the number of ranks).
 
     Returns:
         A shallow copy of ``batch`` with new ``caption``, ``color_ids`` (and
@@ -189,9 +193,15 @@ def manipulate_batch(batch: dict[str, Any], generator: RandomSource) -> dict[str
             f"color_ids must be (B, K) with B = {len(captions)} captions, "
             f"got {tuple(color_ids.shape)}"
         )
+    if isinstance(generator, Sequence):
+        if len(generator) != len(captions):
+            raise ValueError(f"{len(generator)} generators for {len(captions)} captions")
+        generators = list(generator)
+    else:
+        generators = [generator] * len(captions)
     new_captions, swaps, tables = [], [], []
-    for caption in captions:
-        new_caption, mapping = random_color_swap(caption, generator)
+    for caption, source in zip(captions, generators, strict=True):
+        new_caption, mapping = random_color_swap(caption, source)
         table = torch.arange(len(COLOR_LEXICON))
         if mapping:
             table[list(mapping)] = torch.tensor(list(mapping.values()))
@@ -218,7 +228,7 @@ def manipulate_batch(batch: dict[str, Any], generator: RandomSource) -> dict[str
 def manipulation_accuracy(
     colorize: Callable[[dict[str, Any]], Tensor],
     batch: dict[str, Any],
-    generator: RandomSource,
+    generator: RandomSource | Sequence[RandomSource],
 ) -> Tensor:
     """Accuracy of a colorizer against swapped caption colours.
 
