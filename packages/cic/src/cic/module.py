@@ -226,11 +226,10 @@ class CICModule(ClassRebalancing, pl.LightningModule):
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size)
 
     def _log_metrics(self, stage: str, cmf: AuCCMF, colorfulness: Colorfulness) -> None:
-        out = cmf.compute()
-        self.log(f"{stage}/auc_cmf", out["auc_cmf"], prog_bar=True)
-        self.log(f"{stage}/auc_cmf_rebalanced", out["auc_cmf_rebalanced"], prog_bar=True)
-        for key, value in colorfulness.compute().items():
-            self.log(f"{stage}/{key}", value)
+        # two metrics of different inputs (ab, RGB): not one MetricCollection, one log_dict each
+        areas = {k: v for k, v in cmf.compute().items() if k.startswith("auc")}  # not the curves
+        self.log_dict({f"{stage}/{k}": v for k, v in areas.items()}, prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in colorfulness.compute().items()})
         cmf.reset()
         colorfulness.reset()
 

@@ -494,21 +494,21 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         accuracy = self.metrics[f"{stage}_accuracy"]
         if int(accuracy.total) == 0 and self.trainer.world_size == 1:
             return
-        for key, value in accuracy.compute().items():
-            self.log(f"{stage}/{key}", value, prog_bar=True)
+        # three metrics of different inputs: not one MetricCollection, one log_dict each
+        self.log_dict({f"{stage}/{k}": v for k, v in accuracy.compute().items()}, prog_bar=True)
         accuracy.reset()
         consistency = self.metrics[f"{stage}_consistency"]
         manipulation = self.metrics[f"{stage}_manipulation"]
         scenes = getattr(self.trainer.datamodule, "source", None) == "capshapes"
         if scenes or int(consistency.total.sum()) > 0:
-            for key, value in consistency.compute().items():
-                name = (
-                    key.replace("accuracy", "caption_consistency", 1)
-                    if key.startswith("accuracy")
-                    else key
-                )
-                self.log(f"{stage}/{name}", value)
-            self.log(f"{stage}/manipulation_accuracy", manipulation.compute()["accuracy"])
+            scores = {
+                key.replace("accuracy", "caption_consistency", 1)
+                if key.startswith("accuracy")
+                else key: value
+                for key, value in consistency.compute().items()
+            }
+            scores["manipulation_accuracy"] = manipulation.compute()["accuracy"]
+            self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
         consistency.reset()
         manipulation.reset()
 
