@@ -6,10 +6,11 @@ from chromalab.bins import ABBins
 from chromalab.color import normalize_l
 from cic.networks import CICNetwork
 from cic.weights import load_released
+from tests.cic.components import tiny_network
 
 
 def test_shapes_and_resolution():
-    net = CICNetwork(num_classes=261, width=0.125)
+    net = tiny_network(261)
     out = net(torch.rand(2, 1, 64, 48) * 100)
     assert out.shape == (2, 261, 16, 12)  # 1/4 of the input
 
@@ -24,14 +25,14 @@ def test_paper_widths():
 
 
 def test_deep_supervision_outputs():
-    net = CICNetwork(num_classes=25, width=0.125, deep_supervision=True)
+    net = tiny_network(25, deep_supervision=True)
     main, aux = net.forward_with_aux(torch.rand(1, 1, 32, 32) * 100)
     assert main.shape == (1, 25, 8, 8)
     assert aux["block6"].shape == aux["block7"].shape == (1, 25, 4, 4)
 
 
 def test_bad_input():
-    net = CICNetwork(num_classes=25, width=0.125)
+    net = tiny_network(25)
     with pytest.raises(ValueError, match="multiples of 8"):
         net(torch.rand(1, 1, 30, 32))
     with pytest.raises(ValueError, match=r"\(1, 3, 32, 32\)"):
@@ -123,7 +124,7 @@ def test_load_released_errors(tmp_path):
 
 
 def test_hook_and_condition_channels():
-    net = CICNetwork(num_classes=25, width=0.125, condition_channels=3)
+    net = tiny_network(25, condition_channels=3)
     seen = []
 
     def concat(i, x):
@@ -132,7 +133,7 @@ def test_hook_and_condition_channels():
 
     assert net(torch.rand(2, 1, 32, 32) * 100, concat).shape == (2, 25, 8, 8)
     assert seen == list(range(8))
-    plain = CICNetwork(num_classes=25, width=0.125)
+    plain = tiny_network(25)
     calls = []
     out = plain(torch.rand(1, 1, 32, 32) * 100, lambda i, x: calls.append(i) or x)
     assert out.shape == (1, 25, 8, 8) and calls == list(range(8))
@@ -142,8 +143,8 @@ def test_input_normalization():
     torch.manual_seed(0)
     # training mode: BatchNorm uses the batch's statistics (an untrained network's running
     # statistics would flatten every output)
-    paper = CICNetwork(num_classes=25, width=0.125)
-    image = CICNetwork(num_classes=25, width=0.125, input_normalization="image")
+    paper = tiny_network(25)
+    image = tiny_network(25, input_normalization="image")
     image.load_state_dict(paper.state_dict())
     l = torch.rand(2, 1, 32, 32) * 40 + 30
     brighter = l * 0.8 + 15
@@ -156,4 +157,4 @@ def test_input_normalization():
         standardized = 50 + 100 * (l - l.mean((2, 3), keepdim=True)) / l.std((2, 3), keepdim=True)
         assert torch.allclose(image(l), paper(standardized), atol=1e-4)
     with pytest.raises(ValueError, match="input_normalization"):
-        CICNetwork(num_classes=25, width=0.125, input_normalization="batch")
+        tiny_network(25, input_normalization="batch")
