@@ -5,7 +5,8 @@
 * :class:`ClassRebalancing`: a LightningModule mixin that sets the class-rebalancing weights of
   Zhang, Isola, Efros, "Colorful Image Colorization", ECCV 2016 (arXiv:1603.08511), Eq. 5-6,
   once at the start of ``fit``, from a prior file or from the first training batches of all
-  ranks (:mod:`chromalab.rebalance` holds the maths).
+  ranks, each rank reading its own share of the samples (:mod:`chromalab.rebalance` holds the
+  maths).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
 
 from chromalab.rebalance import estimate_prior, load_prior, rebalance_weights
 
-__all__ = ["ClassRebalancing", "adam_step_decay"]
+__all__ = ["ClassRebalancing", "adam_step_decay", "rank_shard"]
 
 
 def adam_step_decay(
@@ -49,7 +52,9 @@ class ClassRebalancing:
     ``weights_ready``, hyper-parameters ``prior``, ``prior_batches``, ``lam`` and ``sigma``,
     and :meth:`prior_targets` mapping a batch's ab to the grid the loss is taken on. Weights
     restored from a checkpoint (``weights_ready``) are kept; otherwise the prior comes from
-    the ``prior`` file or from the first ``prior_batches`` training batches of all ranks.
+    the ``prior`` file or from the first ``prior_batches`` training batches of all ranks:
+    each rank reads ``prior_batches`` batches of its own share of the training order (disjoint
+    samples, :func:`rank_shard`) and the counts of all ranks are summed.
     """
 
     def prior_targets(self, ab: Tensor) -> Tensor:
@@ -75,12 +80,38 @@ class ClassRebalancing:
         datamodule = self.trainer.datamodule
         if datamodule is None:
             raise RuntimeError("no prior file and no datamodule to estimate the prior from")
-        multi = self.trainer.world_size > 1
+        world = self.trainer.world_size
+        loader = datamodule.train_dataloader()
+        if world > 1:
+            loader = rank_shard(loader, world, self.global_rank)
         return estimate_prior(
-            datamodule.train_dataloader(),
+            loader,
             self.bins,
             self.hparams.prior_batches,
             to_targets=self.prior_targets,
             device=self.device,
-            reduce=(lambda counts: self.all_gather(counts).sum(0)) if multi else None,
+            reduce=(lambda counts: self.all_gather(counts).sum(0)) if world > 1 else None,
         )
+
+
+def rank_shard(loader: DataLoader, world_size: int, rank: int) -> DataLoader:
+    """``loader`` restricted to rank ``rank``'s share of its samples, for reads outside the
+    training loop (the prior): every ``world_size``-th index of its sampler's order from
+    ``rank`` on, as Lightning shards a sampler without shuffling, so that the ranks read
+    disjoint samples. A stream (``IterableDataset``) is returned as is: it shards by rank
+    itself (:mod:`chromalab.data.shards`).
+    """
+    if isinstance(loader.dataset, IterableDataset):
+        return loader
+    sampler = DistributedSamplerWrapper(
+        loader.sampler, num_replicas=world_size, rank=rank, shuffle=False
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+    )

@@ -1,0 +1,32 @@
+"""``chromalab.modules``: the ranks' shares of the prior's training batches."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from chromalab.data import ColorizationDataModule
+from chromalab.modules import rank_shard
+
+
+def test_rank_shard_splits_the_training_order_between_ranks() -> None:
+    """Rank ``r`` of ``w`` reads every ``w``-th sample of the training order from the ``r``-th
+    on, in batches of the loader's size: the shares are disjoint and cover the epoch."""
+    data = ColorizationDataModule(batch_size=2, capshapes_size=16, capshapes_train_length=12)
+    data.setup("fit")
+    order = [int(i) for batch in data.train_dataloader() for i in batch["index"]]
+    assert sorted(order) == list(range(12))
+    for world in (2, 3):
+        for rank in range(world):
+            batches = list(rank_shard(data.train_dataloader(), world, rank))
+            assert all(len(batch["index"]) == 2 for batch in batches)
+            assert [int(i) for b in batches for i in b["index"]] == order[rank::world]
+
+
+def test_rank_shard_leaves_streams_to_shard_themselves() -> None:
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(torch.arange(6))
+
+    loader = DataLoader(Stream(), batch_size=2)
+    assert rank_shard(loader, 2, 1) is loader
