@@ -1,7 +1,8 @@
 """Shared test configuration.
 
 Every test runs with the network cut off (loopback stays open for DDP's gloo rendezvous), so a
-code path that tries to download weights or data fails loudly instead of passing by luck.
+code path that tries to download weights or data fails loudly instead of passing by luck. Tests
+marked ``gpu`` are skipped when CUDA is not available.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ def _is_loopback(address) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``gpu`` when CUDA is not available (the marker's promise)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="marked gpu: needs CUDA, and torch.cuda.is_available() is False")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from importlib.metadata import EntryPoint
 
 import numpy as np
 import pytest
+import skimage.color
 import torch
 from PIL import Image
 
@@ -143,6 +144,10 @@ def test_colorize_recombines_and_skips_bad_files(tmp_path, fake_model, capsys):
     lab = rgb_to_lab(result[None])
     # the original lightness survives (up to 8-bit rounding and gamut clipping)
     assert (lab[:, 0] - rgb_to_lab(source[None])[:, 0]).abs().median() < 1.0
+    # ... with the model's colour, read back from the PNG by scikit-image
+    written = skimage.color.rgb2lab(np.asarray(Image.open(tmp_path / "out" / "img0.png")))
+    median_ab = np.median(written[..., 1:].reshape(-1, 2), axis=0)
+    assert np.abs(median_ab - np.array([20.0, -30.0])).max() < 3.0, median_ab
 
 
 def test_colorize_unknown_model(tmp_path, fake_model, capsys):

@@ -105,14 +105,29 @@ class TestABAccuracy:
         assert out["acc@5"] == pytest.approx(manual5.item())
         assert out["acc@1"] < 1
 
-    def test_downsamples_target(self):
+    def test_downsamples_target_by_area_average(self):
+        """In each 4x4 cell of the target the first column has one a value and the other three
+        another; their area average is a third bin. Only it scores: not the first pixel of
+        the cell (nearest), not the middle ones (bilinear, nearest-exact)."""
         bins = ABBins.grid(25, 10)
-        target = torch.full((1, 2, 8, 8), 30.0)
-        logits = torch.zeros(1, 625, 2, 2)
-        logits[:, bins.encode_hard(torch.full((1, 2, 1, 1), 30.0))[0, 0, 0]] = 1
+        first = torch.tensor([[-40.0, 80.0], [0.0, -80.0]])
+        rest = torch.tensor([[40.0, 0.0], [-40.0, 40.0]])
+        columns = torch.stack([first, rest, rest, rest], -1).reshape(2, 8)
+        target = torch.full((1, 2, 8, 8), -20.0)
+        target[0, 0] = columns.repeat_interleave(4, 0)
+        mean = torch.stack([(first + 3 * rest) / 4, torch.full((2, 2), -20.0)])[None]
+
+        def scores(ab: torch.Tensor) -> torch.Tensor:
+            """Scores (1, 625, 2, 2) that pick the bin of ``ab`` at every pixel."""
+            return torch.zeros(1, 625, 2, 2).scatter_(1, bins.encode_hard(ab)[:, None], 1.0)
+
         m = ABAccuracy(bins, (1,))
-        m.update(logits, target)
+        m.update(scores(mean), target)
         assert m.compute()["acc@1"] == 1
+        for pixel in (0, 1):  # one pixel of each cell: the first column, the middle
+            m.reset()
+            m.update(scores(target[:, :, pixel::4, pixel::4]), target)
+            assert m.compute()["acc@1"] == 0
 
 
 class TestColorfulness:

@@ -25,7 +25,7 @@ from film_color.weights import (
     trained_scene_size,
     trained_steps,
 )
-from tests.training import fit, kill_and_resume, read_metrics, run_ddp
+from tests.training import fit, kill_and_resume
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
 TINY = str(CONFIGS / "tiny.yaml")
@@ -260,45 +260,6 @@ def test_scene_metrics_score_the_swapped_colours(conditioning):
 
 def _cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "film_color.cli", *args]
-
-
-def test_ddp_two_processes_sync_metrics(film_ckpt, tmp_path):
-    common = [
-        "validate",
-        "--config",
-        TINY,
-        "--ckpt_path",
-        str(film_ckpt),
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-    ]
-    single = tmp_path / "single"
-    run([*common, f"--trainer.logger.save_dir={single}", f"--trainer.default_root_dir={single}"])
-    ddp = tmp_path / "ddp"
-    run_ddp(
-        _cli_command,
-        *common,
-        f"--trainer.logger.save_dir={ddp}",
-        f"--trainer.default_root_dir={ddp}",
-        cwd=tmp_path,
-    )
-    one, two = read_metrics(single), read_metrics(ddp)
-    # the two ranks saw disjoint halves of the validation set; synced metrics equal the total
-    for key in ("val/acc@1", "val/acc@5", "val/caption_consistency"):
-        assert two[key] == pytest.approx(one[key], abs=1e-5), key
-
-
-def test_ddp_fit_builds_one_vocabulary_and_prior(film_ckpt, tmp_path):
-    root = f"--trainer.default_root_dir={tmp_path}"
-    run_ddp(_cli_command, "fit", "--config", TINY, root, cwd=tmp_path)
-    ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
-    module = FilmColorModule.load_from_checkpoint(ckpt)
-    scenes = CapShapes(length=16, size=32, seed=0)
-    assert module.vocabulary == Vocabulary.build(scenes[i]["caption"] for i in range(16))
-    # the prior is gathered over both ranks; each read the same first batches, so the
-    # normalized prior, hence the class weights, equal the single-process ones
-    single = FilmColorModule.load_from_checkpoint(film_ckpt)
-    assert torch.allclose(module.class_weights, single.class_weights, rtol=1e-5)
-    assert module.class_weights.std() > 0
 
 
 def test_resume_after_kill(tmp_path):
