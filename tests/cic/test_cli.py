@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from chromalab.io import load_image, recombine
 from chromalab.rebalance import empirical_prior, rebalance_weights
 from cic.cli import run
 from cic.module import CICModule, subsample_targets
-from tests.training import fit, kill_and_resume
+from tests.training import fit
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "cic" / "configs"
 TINY = str(CONFIGS / "tiny.yaml")
@@ -181,11 +180,3 @@ def test_colorize_command_with_checkpoint(tmp_path, capsys):
         written[t] = load_image(out / "scene.png")
         assert torch.allclose(written[t], recombine(l, ab)[0], atol=1.01 / 255), t
     assert (written[0.0] - written[1.0]).abs().max() > 0.1
-
-
-def _cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cic.cli", *args]
-
-
-def test_resume_after_kill(tmp_path):
-    kill_and_resume(_cli_command, TINY, tmp_path)

@@ -18,7 +18,11 @@ from torch.utils.data import BatchSampler, default_collate
 
 from chromalab.color import rgb_to_lab
 from chromalab.data.collate import add_lab, collate_skip_bad
-from chromalab.data.datamodule import ColorizationDataModule, EpochShuffleSampler
+from chromalab.data.datamodule import (
+    ColorizationDataModule,
+    EpochShuffleSampler,
+    ResumableDataLoader,
+)
 from chromalab.data.folders import ImageFolderDataset
 
 
@@ -173,6 +177,34 @@ class TestEpochShuffleSampler:
             for done in range(len(full)):
                 resumed = batches(done * batch * world, rank)
                 assert resumed[: len(full) - done] == full[done:]
+
+    @pytest.mark.parametrize("world", [2, 3])
+    def test_loader_resumes_every_rank_under_lightnings_shuffling_wrapper(self, world: int):
+        # Lightning wraps every training sampler in a DistributedSamplerWrapper with shuffle=True
+        n, batch, epoch = 47, 4, 2
+
+        def batches(rank: int, state: dict | None = None) -> list[list[int]]:
+            order = EpochShuffleSampler(list(range(n)), seed=5)
+            wrapper = DistributedSamplerWrapper(order, num_replicas=world, rank=rank, seed=9)
+            loader = ResumableDataLoader(
+                list(range(n)), sampler=wrapper, order=order, batch_size=batch, drop_last=True
+            )
+            if state is None:
+                order.set_epoch(epoch)
+            else:
+                loader.load_state_dict(state)
+                order.set_epoch(epoch + 7)  # a trainer's number is not trusted after a resume
+            return [b.tolist() for b in loader]
+
+        full = {rank: batches(rank) for rank in range(world)}
+        seen = sorted(i for rank in range(world) for b in full[rank] for i in b)
+        assert len(seen) == world * (-(-n // world) // batch) * batch
+        assert len(seen) - len(set(seen)) <= -n % world  # disjoint but for the end padding
+        for rank in range(world):
+            for done in range(len(full[rank])):
+                state = {"epoch": epoch, "batches": done}
+                # (a trainer stops at the epoch's length, before the rotated-in head)
+                assert batches(rank, state)[: len(full[rank]) - done] == full[rank][done:]
 
     def test_groups_stay_together(self) -> None:
         data = list(range(21))
@@ -492,6 +524,51 @@ class TestResumePosition:
         assert position == [{"epoch": (stop - 1) // 10, "batches": (stop - 1) % 10 + 1}]
         second = self.run(tmp_path / "run", 26, ckpt_path=str(tmp_path / "run" / "last.ckpt"))
         assert first + second == reference
+
+    @pytest.mark.parametrize("stops", [(10, 20), (10, 13), (13, 20)])
+    def test_resume_twice(self, tmp_path: Path, stops: tuple[int, int]) -> None:
+        # Lightning 2.6 resumed at an epoch's end counts that epoch twice in the checkpoints it
+        # writes next, so a second resume used to replay the previous epoch's order (10, 20)
+        reference = self.run(tmp_path / "reference", 26)
+        seen = self.run(tmp_path / "run", stops[0])
+        for stop in (*stops[1:], 26):
+            seen += self.run(tmp_path / "run", stop, ckpt_path=str(tmp_path / "run" / "last.ckpt"))
+        assert [indices for _, indices in seen] == [indices for _, indices in reference]
+
+    def test_webdataset_restarts_its_epoch(self, tmp_path: Path) -> None:
+        """What the README promises for streams instead: the run goes on from the checkpoint's
+        step, and the stream starts its epoch again."""
+        pattern = write_shards(tmp_path / "shards", 2, 6)  # 12 samples: 3 batches of 4
+
+        def run(root: Path, max_steps: int, ckpt_path: str | None = None):
+            dm = ColorizationDataModule(
+                source="webdataset", train_path=pattern, image_size=8, batch_size=4, seed=1
+            )
+            model = KeyRecorder()
+            trainer = pl.Trainer(
+                max_steps=max_steps,
+                accelerator="cpu",
+                logger=False,
+                callbacks=[ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1)],
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+            trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+            return model.seen, trainer.global_step
+
+        reference, _ = run(tmp_path / "reference", 3)
+        first, steps = run(tmp_path / "run", 2)
+        second, steps = run(tmp_path / "run", 3, ckpt_path=str(tmp_path / "run" / "last.ckpt"))
+        assert first == reference[:2] and steps == 3
+        assert second == reference[:1]  # the epoch's first batch again, not its third
+
+
+class KeyRecorder(IndexRecorder):
+    """Records the sample keys of every training batch (streams have no indices)."""
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(sorted(batch["key"]))
+        return (self.weight - batch["ab"].mean()) ** 2
 
 
 def write_shards(root: Path, count: int, per_shard: int) -> str:

@@ -4,7 +4,6 @@ explain`` and ``chromalab colorize``."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from film_color.weights import (
     trained_scene_size,
     trained_steps,
 )
-from tests.training import fit, kill_and_resume
+from tests.training import fit
 
 CONFIGS = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs"
 TINY = str(CONFIGS / "tiny.yaml")
@@ -256,16 +255,6 @@ def test_scene_metrics_score_the_swapped_colours(conditioning):
         assert calls == [] and float(manipulation["accuracy"]) == 0.0
     judged = (expected["color_ids"] != batch["color_ids"]).sum()
     assert int(module.metrics["val_manipulation"].total[0]) == int(judged) > 0
-
-
-def _cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "film_color.cli", *args]
-
-
-def test_resume_after_kill(tmp_path):
-    killed, final = kill_and_resume(_cli_command, TINY, tmp_path)
-    # the vocabulary of the killed run came back with its weights
-    assert final["film_color"]["vocabulary"] == killed["film_color"]["vocabulary"]
 
 
 def test_caption_variants_change_only_colour_words():

@@ -210,10 +210,15 @@ def _order_k_zones(k: int, resolution: int, radius: int) -> tuple[Tensor, Tensor
     cell_keys = c00.reshape(-1, key.shape[-1])
     uniq, inverse = torch.unique(cell_keys, dim=0, return_inverse=True)
     lut = torch.where(same.reshape(-1), inverse, torch.full_like(inverse, -1))
-    # offsets of each pattern: rebuild from a representative corner
-    rep = torch.zeros(uniq.shape[0], dtype=torch.long)
+    # offsets of each pattern: rebuild from a representative corner, the pattern's last corner.
+    # Not `rep[inverse] = corner_index`: with duplicate indices that assignment is a race between
+    # intra-op threads (PyTorch leaves the winner undefined), so the order of a pattern's k
+    # offsets, hence of every soft encoding's indices and weights, changed from one process to
+    # the next, and a run resumed from a checkpoint drifted off the uninterrupted one.
     corner_index = torch.arange(n * n).view(n, n)[:-1, :-1].reshape(-1)
-    rep[inverse] = corner_index
+    rep = torch.zeros(uniq.shape[0], dtype=torch.long).scatter_reduce_(
+        0, inverse, corner_index, "amax", include_self=False
+    )
     near = order[rep, :k]  # (P, k) window indices sorted by distance: (0, 0) first
     return lut, pts[near, 0].float(), pts[near, 1].float()
 

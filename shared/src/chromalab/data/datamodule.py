@@ -31,7 +31,9 @@ the number of batches it yielded, so a run resumed from a mid-epoch checkpoint
 (``--ckpt_path last``) goes on with the next unseen batch of that epoch's order, on every DDP
 rank, instead of starting the epoch again (map-style sources; a ``webdataset`` stream restarts
 its epoch). Training batches are whole (``drop_last``) whenever the data allows one per rank,
-which makes the resumed batches exactly those of an uninterrupted run.
+which makes the resumed batches exactly those of an uninterrupted run. Under DDP rank ``r`` takes
+items ``r, r + world, ...`` of the epoch's order (Lightning's position shuffle is undone, see
+:class:`ResumableDataLoader`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from chromalab.data.capshapes import CapShapes
@@ -102,6 +105,9 @@ class EpochShuffleSampler(Sampler[int]):
         self.start = start
         self.group = group
         self.epoch = 0
+        #: the epoch number last given to :meth:`set_epoch` (by the trainer); :attr:`epoch` is
+        #: the epoch whose order is drawn, which :class:`ResumableDataLoader` may set otherwise
+        self.requested_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch of the next iteration and forward it to the dataset.
@@ -110,9 +116,13 @@ class EpochShuffleSampler(Sampler[int]):
         """
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
-        if epoch != self.epoch:
-            self.start = 0
-        self.epoch = epoch
+        self.requested_epoch = epoch
+        self.place(epoch, self.start if epoch == self.epoch else 0)
+
+    def place(self, epoch: int, start: int) -> None:
+        """Draw the next passes from ``epoch``'s order rotated by ``start`` (see above), and tell
+        the dataset the epoch; unlike :meth:`set_epoch`, :attr:`requested_epoch` is kept."""
+        self.epoch, self.start = epoch, start
         set_dataset_epoch = getattr(self.data_source, "set_epoch", None)
         if callable(set_dataset_epoch):
             set_dataset_epoch(epoch)
@@ -135,30 +145,61 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class ResumableDataLoader(DataLoader):
-    """Training loader whose position in the epoch Lightning checkpoints and restores.
+    """Training loader that keeps its own place in the epochs, which Lightning checkpoints.
 
     Lightning saves the ``state_dict`` of every training loader that has one with each
     checkpoint and hands it back, before the first batch is drawn, when a run resumes. The
-    state is the epoch and the number of batches this loader has yielded in it;
-    :meth:`load_state_dict` sets ``order`` to that epoch and rotates it past the samples all
-    ranks had consumed (:class:`EpochShuffleSampler`), so a run resumed from a mid-epoch
-    checkpoint goes on with the next unseen batch instead of starting the epoch again. Setting
-    the epoch there also matters for worker processes, which start drawing indices as soon as
-    the loader is iterated, before Lightning's own ``set_epoch`` of a resumed epoch.
+    state is the epoch and the number of batches this loader has yielded in it; the next pass
+    after :meth:`load_state_dict` draws that epoch's order rotated past the samples all ranks had
+    consumed (:class:`EpochShuffleSampler`), so a run resumed from a mid-epoch checkpoint goes on
+    with the next unseen batch instead of starting the epoch again.
+
+    The loader counts the epochs itself. The trainer's :meth:`EpochShuffleSampler.set_epoch`
+    before each pass only says that a new epoch begins (by how much its number changed), not
+    which one: Lightning 2.6 numbers them from a progress counter that a run resumed from a
+    checkpoint written at an epoch's last batch leaves one behind in the checkpoints it writes
+    next, so a second resume used to replay the previous epoch's order under the next epoch's
+    number (tests/core/test_datamodule.py, ``test_resume_twice``). The first pass of a new loader
+    follows the sampler's epoch and ``start``; a pass whose epoch number did not change replays
+    that epoch from its beginning.
+
+    Why not torchdata's ``StatefulDataLoader``: measured in its place (torchdata 0.11.0, same
+    sampler, Lightning 2.6.6, the 26-step run of ``TestResumePosition``), the resumed runs saw
+    other batches than the uninterrupted one: 7 of 26 after a resume inside an epoch, 6 after
+    one at an epoch's end, 16 after two resumes, with 0 or 1 workers. Making it exact would
+    take a sampler with a state of its own (the same epoch and position as here) and this epoch
+    count anyway, for a dependency.
 
     Args:
         order: the :class:`EpochShuffleSampler` behind ``sampler``: ``sampler`` itself, or the
             sampler Lightning wrapped in its ``DistributedSamplerWrapper`` (Lightning
-            re-creates the loader with the wrapper and passes ``order`` on unchanged).
+            re-creates the loader with the wrapper and passes ``order`` on unchanged; a
+            wrapper that shuffles is replaced by one that keeps the order, rank ``r`` taking
+            items ``r, r + world, ...``).
         args, kwargs: those of :class:`torch.utils.data.DataLoader`; use ``drop_last=True``
             for exact resumes (a partial last batch would shift the rotated batches).
     """
 
     def __init__(self, *args: Any, order: EpochShuffleSampler, **kwargs: Any) -> None:
+        shard = kwargs.get("sampler")
+        if isinstance(shard, DistributedSampler) and shard.shuffle:
+            # Lightning shards every training sampler with a DistributedSamplerWrapper that
+            # shuffles the positions (seeded by its own epoch): the rotated order of a resumed
+            # epoch would reach the ranks in another arrangement (measured: a 2-process run
+            # resumed mid-epoch trained on other batches). The same shards, unshuffled, keep it.
+            kwargs["sampler"] = DistributedSamplerWrapper(
+                order,
+                num_replicas=shard.num_replicas,
+                rank=shard.rank,
+                shuffle=False,
+                drop_last=shard.drop_last,
+            )
         super().__init__(*args, **kwargs)
         self.order = order
         self._epoch = order.epoch
         self._batches = 0
+        self._restored = False
+        self._requested: int | None = None  # the trainer's epoch number of the last pass
 
     def _samples_per_batch(self) -> int:
         """Samples one batch index of this loader advances the global order by."""
@@ -166,8 +207,17 @@ class ResumableDataLoader(DataLoader):
         return int(self.batch_size or 1) * world
 
     def __iter__(self) -> Iterator[Any]:
-        self._epoch = self.order.epoch
-        self._batches = self.order.start // self._samples_per_batch()
+        requested = self.order.requested_epoch
+        if self._requested is None:  # the first pass
+            if not self._restored:
+                self._epoch = self.order.epoch
+                self._batches = self.order.start // self._samples_per_batch()
+        elif requested != self._requested:  # the trainer began another epoch
+            self._epoch, self._batches = max(0, self._epoch + requested - self._requested), 0
+        else:
+            self._batches = 0
+        self._requested, self._restored = requested, False
+        self.order.place(self._epoch, self._batches * self._samples_per_batch())
         for batch in super().__iter__():
             self._batches += 1
             yield batch
@@ -177,13 +227,13 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": self._epoch, "batches": self._batches}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        """Position ``order`` after the checkpoint's last batch (the next epoch if none is left)."""
+        """Go on after the checkpoint's last batch (the next epoch if none is left)."""
         epoch, batches = int(state_dict["epoch"]), int(state_dict["batches"])
         if batches >= len(self):  # the checkpoint closed its epoch
             epoch, batches = epoch + 1, 0
-        self.order.set_epoch(epoch)
-        self.order.start = batches * self._samples_per_batch()
         self._epoch, self._batches = epoch, batches
+        self._restored, self._requested = True, None
+        self.order.place(epoch, batches * self._samples_per_batch())
 
 
 _CAPSHAPES_OPTIONS = (

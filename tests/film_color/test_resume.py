@@ -1,0 +1,35 @@
+"""A killed film_color run resumed with ``--ckpt_path last`` ends exactly where an uninterrupted
+one ends, its vocabulary included (the shared check: :func:`tests.training.check_exact_resume`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.training import check_exact_resume
+
+TINY = str(
+    Path(__file__).resolve().parents[2] / "packages" / "film_color" / "configs" / "tiny.yaml"
+)
+
+
+def _cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "film_color.cli", *args]
+
+
+def test_exact_resume_after_kills_at_random_moments(tmp_path):
+    # one kill of each moment (random steps, logged with the seed), workers 0 and 2
+    check = check_exact_resume(_cli_command, TINY, tmp_path, kills=3)
+    assert check.final["film_color"]["vocabulary"]  # compared with the uninterrupted run's
+
+
+@pytest.mark.slow
+def test_exact_resume_after_many_kills(tmp_path):
+    check_exact_resume(_cli_command, TINY, tmp_path, kills=9)
+
+
+@pytest.mark.slow
+def test_exact_resume_after_kills_under_ddp(tmp_path):
+    check_exact_resume(_cli_command, TINY, tmp_path, kills=3, ddp=True)
