@@ -235,7 +235,7 @@ def test_scene_metrics_score_the_swapped_colours(conditioning):
     module = FilmColorModule(conditioning=conditioning, width=0.125)
     scenes = CapShapes(length=24, size=32, seed=3)
     batch = torch.utils.data.default_collate([scenes[i] for i in range(24)])
-    seeds = [module._manipulation_seed(int(i)) for i in batch["index"]]
+    seeds = [module.manipulation_seed(int(i)) for i in batch["index"]]
     expected = manipulate_batch(batch, [random.Random(seed) for seed in seeds])
     by_caption = {c: expected["color_ids"][i] for i, c in enumerate(expected["caption"])}
     calls = []

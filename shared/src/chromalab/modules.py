@@ -1,4 +1,5 @@
-"""What the packages' LightningModules share: an Adam schedule and class rebalancing.
+"""What the packages' LightningModules share: an Adam schedule, class rebalancing and the
+caption metrics of CapShapes scenes.
 
 * :func:`adam_step_decay`: Adam with a step-decayed learning rate, in the form Lightning's
   ``configure_optimizers`` returns.
@@ -7,12 +8,16 @@
   once at the start of ``fit``, from a prior file or from the first training batches of all
   ranks, each rank reading its own share of the samples (:mod:`chromalab.rebalance` holds the
   maths).
+* :class:`SceneCaptionMetrics`: a LightningModule mixin that scores CapShapes batches with
+  caption consistency and the caption-manipulation accuracy of Manjunatha et al., "Learning to
+  Color from Language", NAACL 2018 (arXiv:1804.06026), §3.2.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import random
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -20,9 +25,10 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from chromalab.metrics import CaptionConsistency, manipulate_batch
 from chromalab.rebalance import estimate_prior, load_prior, rebalance_weights
 
-__all__ = ["ClassRebalancing", "adam_step_decay", "rank_shard"]
+__all__ = ["ClassRebalancing", "SceneCaptionMetrics", "adam_step_decay", "rank_shard"]
 
 
 def adam_step_decay(
@@ -115,3 +121,81 @@ def rank_shard(loader: DataLoader, world_size: int, rank: int) -> DataLoader:
         pin_memory=loader.pin_memory,
         drop_last=loader.drop_last,
     )
+
+
+class SceneCaptionMetrics:
+    """Caption consistency and manipulation accuracy of CapShapes batches, per stage.
+
+    The host module has ``metrics`` (a ``ModuleDict``) holding :meth:`scene_metrics`'s entries,
+    ``uses_captions`` and the hyper-parameter ``manipulation_seed``. Each scene's colour swap
+    is drawn from a generator seeded by ``manipulation_seed`` and the scene's index, so the
+    metric is the same for any batch size and any number of ranks.
+    """
+
+    @staticmethod
+    def scene_metrics(stages: Iterable[str] = ("val", "test")) -> dict[str, CaptionConsistency]:
+        """The metrics to put into the host's ``metrics``: ``{stage}_consistency`` and
+        ``{stage}_manipulation`` for each stage."""
+        return {
+            f"{stage}_{name}": CaptionConsistency()
+            for stage in stages
+            for name in ("consistency", "manipulation")
+        }
+
+    def update_scene_metrics(
+        self,
+        batch: dict,
+        pred_ab: Tensor,
+        colorize: Callable[[list[str]], Tensor],
+        stage: str,
+    ) -> None:
+        """Score a CapShapes batch.
+
+        Args:
+            batch: a CapShapes batch (``masks``, ``color_ids``, ``mentioned``, ``level``,
+                ``index``, ...).
+            pred_ab: ``(B, 2, H, W)`` ab predicted from the batch's own captions.
+            colorize: maps ``B`` captions to predicted ab ``(B, 2, H, W)`` for the batch's
+                images; called with the manipulated captions (§3.2), unless the model ignores
+                captions (then ``pred_ab`` is scored against the new colours).
+            stage: ``"val"`` or ``"test"``.
+        """
+        self.metrics[f"{stage}_consistency"].update(
+            pred_ab, batch["masks"], batch["color_ids"], batch["mentioned"], batch["level"],
+            batch.get("canonical"),
+        )  # fmt: skip
+        if "index" not in batch:
+            raise KeyError(
+                "the manipulation metric seeds each scene's colour swap by its 'index'; the batch "
+                f"has {sorted(batch)}"
+            )
+        generators = [random.Random(self.manipulation_seed(int(i))) for i in batch["index"]]
+        manipulated = manipulate_batch(batch, generators)
+        new_ab = colorize(manipulated["caption"]) if self.uses_captions else pred_ab
+        swapped = manipulated["color_ids"] != batch["color_ids"]
+        self.metrics[f"{stage}_manipulation"].update(
+            new_ab, batch["masks"], manipulated["color_ids"], swapped, batch["level"]
+        )
+
+    def manipulation_seed(self, index: int) -> int:
+        """Seed of the colour swap of the scene ``index``."""
+        return self.hparams.manipulation_seed * 1_000_003 + index
+
+    def scene_scores(self, stage: str, scenes: bool) -> dict[str, Tensor]:
+        """The stage's caption scores (``caption_consistency*``, ``manipulation_accuracy``),
+        and reset; empty when no scene was scored and ``scenes`` (the data are CapShapes) is
+        false."""
+        consistency = self.metrics[f"{stage}_consistency"]
+        manipulation = self.metrics[f"{stage}_manipulation"]
+        scores: dict[str, Tensor] = {}
+        if scenes or int(consistency.total.sum()) > 0:
+            scores = {
+                key.replace("accuracy", "caption_consistency", 1)
+                if key.startswith("accuracy")
+                else key: value
+                for key, value in consistency.compute().items()
+            }
+            scores["manipulation_accuracy"] = manipulation.compute()["accuracy"]
+        consistency.reset()
+        manipulation.reset()
+        return scores

@@ -35,8 +35,7 @@ so ``FilmColorModule.load_from_checkpoint(path)`` rebuilds a ready model with no
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +47,8 @@ from torch.utils.data import IterableDataset
 
 from chromalab.bins import ABBins
 from chromalab.io import recombine
-from chromalab.metrics import ABAccuracy, CaptionConsistency, manipulate_batch
-from chromalab.modules import ClassRebalancing, adam_step_decay
+from chromalab.metrics import ABAccuracy
+from chromalab.modules import ClassRebalancing, SceneCaptionMetrics, adam_step_decay
 from chromalab.rebalance import pixel_weights
 from cic.networks import OUTPUT_STRIDE, InputNormalization
 from film_color.language import Vocabulary
@@ -114,7 +113,7 @@ def training_captions(dataset: Any, limit: int) -> Iterator[str]:
         yield item["caption"]
 
 
-class FilmColorModule(ClassRebalancing, pl.LightningModule):
+class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, pl.LightningModule):
     """Language-conditioned colorization (FCNN / CONCAT / FILM) as a LightningModule.
 
     Args:
@@ -237,15 +236,8 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
         self.register_buffer("weights_ready", torch.tensor(lam == 1.0))
         self.metrics = torch.nn.ModuleDict(
-            {
-                f"{stage}_{name}": metric
-                for stage in ("val", "test")
-                for name, metric in (
-                    ("accuracy", ABAccuracy(self.bins, (1, 5))),
-                    ("consistency", CaptionConsistency()),
-                    ("manipulation", CaptionConsistency()),
-                )
-            }
+            {f"{stage}_accuracy": ABAccuracy(self.bins, (1, 5)) for stage in ("val", "test")}
+            | self.scene_metrics()
         )
 
     # ------------------------------------------------------------------------- language
@@ -448,44 +440,6 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
                 stage,
             )
 
-    def update_scene_metrics(
-        self,
-        batch: dict,
-        pred_ab: Tensor,
-        colorize: Callable[[list[str]], Tensor],
-        stage: str,
-    ) -> None:
-        """Caption consistency and manipulation accuracy of a CapShapes batch.
-
-        Args:
-            batch: a CapShapes batch (``masks``, ``color_ids``, ``mentioned``, ``level``, ...).
-            pred_ab: ``(B, 2, H, W)`` ab predicted from the batch's own captions.
-            colorize: maps ``B`` captions to predicted ab ``(B, 2, H, W)`` for the batch's
-                images; called with the manipulated captions (§3.2), unless the model ignores
-                captions (then ``pred_ab`` is scored against the new colours).
-            stage: ``"val"`` or ``"test"``.
-        """
-        self.metrics[f"{stage}_consistency"].update(
-            pred_ab, batch["masks"], batch["color_ids"], batch["mentioned"], batch["level"],
-            batch.get("canonical"),
-        )  # fmt: skip
-        if "index" not in batch:
-            raise KeyError(
-                "the manipulation metric seeds each scene's colour swap by its 'index'; the batch "
-                f"has {sorted(batch)}"
-            )
-        generators = [random.Random(self._manipulation_seed(int(i))) for i in batch["index"]]
-        manipulated = manipulate_batch(batch, generators)
-        new_ab = colorize(manipulated["caption"]) if self.uses_captions else pred_ab
-        swapped = manipulated["color_ids"] != batch["color_ids"]
-        self.metrics[f"{stage}_manipulation"].update(
-            new_ab, batch["masks"], manipulated["color_ids"], swapped, batch["level"]
-        )
-
-    def _manipulation_seed(self, index: int) -> int:
-        """Seed of the colour swap of the scene ``index``."""
-        return self.hparams.manipulation_seed * 1_000_003 + index
-
     def _upsampled_ab(self, logits: Tensor, size: Sequence[int]) -> Tensor:
         ab = self.bins.annealed_mean(logits.float(), self.hparams.temperature)
         return F.interpolate(ab, size=tuple(size), mode="bilinear", align_corners=False)
@@ -497,20 +451,10 @@ class FilmColorModule(ClassRebalancing, pl.LightningModule):
         # three metrics of different inputs: not one MetricCollection, one log_dict each
         self.log_dict({f"{stage}/{k}": v for k, v in accuracy.compute().items()}, prog_bar=True)
         accuracy.reset()
-        consistency = self.metrics[f"{stage}_consistency"]
-        manipulation = self.metrics[f"{stage}_manipulation"]
         scenes = getattr(self.trainer.datamodule, "source", None) == "capshapes"
-        if scenes or int(consistency.total.sum()) > 0:
-            scores = {
-                key.replace("accuracy", "caption_consistency", 1)
-                if key.startswith("accuracy")
-                else key: value
-                for key, value in consistency.compute().items()
-            }
-            scores["manipulation_accuracy"] = manipulation.compute()["accuracy"]
+        scores = self.scene_scores(stage, scenes)
+        if scores:
             self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
-        consistency.reset()
-        manipulation.reset()
 
     def validation_step(self, batch: dict | None, batch_idx: int) -> None:
         if batch is not None:
