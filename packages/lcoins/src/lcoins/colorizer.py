@@ -1,0 +1,53 @@
+"""``chromalab colorize --model lcoins``: the plug-in registered in ``chromalab.models``.
+
+::
+
+    chromalab colorize --model lcoins --ckpt model.ckpt --caption "a red car" photos/ -o out/
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from chromalab.models import resolve_device
+
+__all__ = ["LCoInsColorizer", "load_colorizer"]
+
+
+class LCoInsColorizer:
+    """A trained :class:`~lcoins.module.LCoInsModule` (in eval mode) behind the
+    :class:`chromalab.models.Colorizer` protocol.
+
+    Args:
+        module: the trained module.
+        input_size: side of the square L image fed to the network (its training size).
+    """
+
+    uses_captions = True
+
+    def __init__(self, module, input_size: int) -> None:
+        self.module = module.eval()
+        self.input_size = input_size
+
+    @torch.inference_mode()
+    def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:
+        """ab ``(B, 2, S, S)`` for ``l`` ``(B, 1, S, S)``; one caption is used for all."""
+        if not captions:
+            raise ValueError("model lcoins colorizes from a caption: pass --caption")
+        if len(captions) == 1:
+            captions = captions * l.shape[0]
+        return self.module.colorize(l.to(self.module.device), captions)
+
+
+def load_colorizer(
+    ckpt: str | None = None, weights: str | None = None, device: str | None = None, **_: object
+) -> LCoInsColorizer:
+    """Build the colorizer from an ``lcoins fit`` checkpoint."""
+    if ckpt is None:
+        extra = " (there are no released L-CoIns weights)" if weights is not None else ""
+        raise ValueError(f"model lcoins needs --ckpt (an lcoins fit checkpoint){extra}")
+    from lcoins.module import LCoInsModule
+
+    module = LCoInsModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
+    return LCoInsColorizer(module, int(module.hparams.image_size))

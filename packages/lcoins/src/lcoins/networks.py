@@ -1,0 +1,221 @@
+"""The L-CoIns network (§3.3-3.7): tokens, grouping transformer, upsampler and grouping layer.
+
+Chang, Weng, Zhang, Li, Li, Shi, "L-CoIns: Language-based Colorization with Instance
+Awareness", CVPR 2023.
+
+Forward pass for a grey image ``L`` and a tokenized caption:
+
+1. Image tokens (§3.3): the image, ``L / 100`` repeated to 3 channels and normalized with the
+   ViT's mean and std, through the ViT; its ``N_I = HW / P^2`` patch tokens (prefix tokens
+   dropped), linearly mapped to the shared width ``C``.
+2. Language tokens: the text encoder's last hidden states, linearly mapped to ``C``.
+3. ``N_G`` learnable group tokens of width ``C``.
+4. Eq. 3: a modal-type embedding (one learned vector per modality) added to each token.
+5. Eq. 4-9: the grouping transformer (:class:`lcoins.grouping.GroupingTransformer`).
+6. Eq. 10: the image tokens reshaped to ``(C, H/P, W/P)`` and upsampled by ``log2 P``
+   transposed convolutions (x2 each) to ab at the input resolution; a ``tanh`` head predicts
+   ``ab / 110``.
+7. Eq. 11-12: the grouping layer merges image tokens into the groups they are assigned to.
+8. §3.7: two linear maps give ``R_lag`` (from the language tokens) and ``R_grp`` (from the
+   merged groups) for the counter-colour loss (:mod:`lcoins.losses`).
+
+Ablations of Table 1 that change the network:
+
+* ``group_tokens=False`` (W/o GE): no group tokens, no grouping layer; the blocks attend over
+  image and language tokens together (without groups they have no other path), and the
+  counter-colour loss compares language tokens with image tokens.
+* ``grouping_attention=False`` (W/o GA): the blocks are ViT blocks, self-attention over all
+  tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from chromalab.color import L_SCALE
+from lcoins.encoders import TextEncoder
+from lcoins.grouping import GroupingLayer, GroupingTransformer, GroupSlots, TokenLayout
+
+__all__ = ["LCoInsNetwork", "LCoInsOutput", "Upsampler"]
+
+
+@dataclass
+class LCoInsOutput:
+    """What :meth:`LCoInsNetwork.forward` returns.
+
+    Attributes:
+        ab: predicted ``ab / 110`` ``(B, 2, H, W)`` in ``[-1, 1]`` (Eq. 10).
+        image_tokens: ``Z_img^{L+1}`` ``(B, N_I, C)``.
+        language_tokens: ``Z_lag^{L+1}`` ``(B, N_L, C)``.
+        words: ``(B, N_L)``, True at real (not padded) caption tokens.
+        groups: merged group tokens ``Z̄_grp^{L+1}`` ``(B, N_G, C)`` (Eq. 12); ``None``
+            without group tokens.
+        assignment: ``Â`` ``(B, N_G, N_I)``, one-hot over the groups (Eq. 11); ``None``
+            without group tokens.
+        grid: ``(H / P, W / P)``, the image tokens' grid.
+        counter_language: ``R_lag`` ``(B, N_L, D)``.
+        counter_groups: ``R_grp`` ``(B, N_G, D)`` (from the image tokens without groups).
+    """
+
+    ab: Tensor
+    image_tokens: Tensor
+    language_tokens: Tensor
+    words: Tensor
+    groups: Tensor | None
+    assignment: Tensor | None
+    grid: tuple[int, int]
+    counter_language: Tensor
+    counter_groups: Tensor
+
+
+class Upsampler(nn.Module):
+    """Eq. 10: ``stages`` x2 transposed convolutions (each with BatchNorm and ReLU, channels
+    halved, at least ``min_channels``) from ``(B, C, h, w)`` and a 3x3 convolution with ``tanh``
+    to ``ab / 110`` ``(B, 2, h * 2^stages, w * 2^stages)``."""
+
+    def __init__(self, width: int, stages: int, min_channels: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = width
+        for _ in range(stages):
+            out = max(channels // 2, min_channels)
+            layers += [
+                nn.ConvTranspose2d(channels, out, kernel_size=4, stride=2, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            channels = out
+        layers += [nn.Conv2d(channels, 2, kernel_size=3, padding=1), nn.Tanh()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class LCoInsNetwork(nn.Module):
+    """L-CoIns (see the module documentation).
+
+    Args:
+        image_encoder: a timm ViT without classifier (:func:`lcoins.encoders.build_vit`).
+        text_encoder: the caption encoder (:class:`lcoins.encoders.TextEncoder`).
+        width: shared token width ``C``.
+        depth: grouping blocks ``L``.
+        heads: attention heads ``N_H``.
+        groups: group tokens ``N_G``.
+        mlp_ratio: hidden width of the blocks' MLP, relative to ``C``.
+        group_tokens: ``False`` for the W/o GE ablation.
+        grouping_attention: ``False`` for the W/o GA ablation.
+        group_slots: what fills the group tokens' slots of Eq. 9
+            (:class:`lcoins.grouping.GroupingAttention`).
+        counter_dim: width ``D`` of ``R_lag`` and ``R_grp``.
+        activation_checkpointing: recompute activations of the ViT, the text encoder (when
+            trained) and the grouping blocks in the backward pass to save memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_encoder: nn.Module,
+        text_encoder: TextEncoder,
+        width: int = 1024,
+        depth: int = 12,
+        heads: int = 16,
+        groups: int = 15,
+        mlp_ratio: float = 4.0,
+        group_tokens: bool = True,
+        grouping_attention: bool = True,
+        group_slots: GroupSlots = "modalities",
+        counter_dim: int = 256,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if group_tokens and groups < 1:
+            raise ValueError(f"groups must be >= 1 with group tokens, got {groups}")
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        patch = image_encoder.patch_embed.patch_size
+        self.patch = int(patch[0] if isinstance(patch, tuple | list) else patch)
+        stages = round(math.log2(self.patch))
+        if 2**stages != self.patch:
+            raise ValueError(f"the ViT's patch size must be a power of 2, got {self.patch}")
+        cfg = getattr(image_encoder, "pretrained_cfg", None) or {}
+        mean = torch.tensor(cfg.get("mean", (0.5, 0.5, 0.5)), dtype=torch.float32)
+        std = torch.tensor(cfg.get("std", (0.5, 0.5, 0.5)), dtype=torch.float32)
+        self.register_buffer("pixel_mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.view(1, 3, 1, 1), persistent=False)
+        self.image_map = nn.Linear(image_encoder.num_features, width)
+        self.text_map = nn.Linear(text_encoder.width, width)
+        self.num_groups = groups if group_tokens else 0
+        self.group_tokens = nn.Parameter(torch.randn(1, self.num_groups, width) * 0.02)
+        self.modal_type = nn.Embedding(3, width)  # Eq. 3: image, language, group
+        self.transformer = GroupingTransformer(
+            width,
+            depth,
+            heads,
+            mlp_ratio,
+            attention="grouping" if grouping_attention and group_tokens else "full",
+            group_slots=group_slots,
+            activation_checkpointing=activation_checkpointing,
+        )
+        self.upsampler = Upsampler(width, stages)
+        self.grouping = GroupingLayer(width) if group_tokens else None
+        self.counter_language = nn.Linear(width, counter_dim)
+        self.counter_groups = nn.Linear(width, counter_dim)
+        if activation_checkpointing:
+            image_encoder.set_grad_checkpointing(True)
+            if not text_encoder.frozen:
+                model = text_encoder.model
+                enable = getattr(model, "activation_checkpointing_enable", None)
+                (enable or model.gradient_checkpointing_enable)()
+
+    def image_input(self, l: Tensor) -> Tensor:
+        """The ViT's input: ``L / 100`` ``(B, 1, H, W)`` repeated to 3 channels, normalized."""
+        if l.dim() != 4 or l.shape[1] != 1:
+            raise ValueError(f"expected lightness of shape (B, 1, H, W), got {tuple(l.shape)}")
+        if l.shape[2] % self.patch or l.shape[3] % self.patch:
+            raise ValueError(
+                f"image sides must be multiples of the patch size {self.patch}, got "
+                f"{tuple(l.shape[2:])}"
+            )
+        return ((l / L_SCALE).expand(-1, 3, -1, -1) - self.pixel_mean) / self.pixel_std
+
+    def tokens(self, l: Tensor, ids: Tensor, words: Tensor) -> tuple[Tensor, TokenLayout]:
+        """``[T̃_img; T̃_lag; T̃_grp]`` ``(B, N, C)`` (§3.3, Eq. 3) and their layout."""
+        features = self.image_encoder.forward_features(self.image_input(l))
+        image = self.image_map(features[:, self.image_encoder.num_prefix_tokens :])
+        language = self.text_map(self.text_encoder(ids, words))
+        group = self.group_tokens.expand(l.shape[0], -1, -1)
+        kinds = self.modal_type.weight
+        z = torch.cat((image + kinds[0], language + kinds[1], group + kinds[2]), dim=1)
+        return z, TokenLayout(image.shape[1], language.shape[1], self.num_groups)
+
+    def forward(self, l: Tensor, ids: Tensor, words: Tensor) -> LCoInsOutput:
+        """Run L-CoIns on lightness ``l`` ``(B, 1, H, W)`` in ``[0, 100]`` and caption tokens
+        ``ids`` ``(B, T)`` with their mask ``words`` ``(B, T)`` (True at real tokens)."""
+        z, layout = self.tokens(l, ids, words)
+        z = self.transformer(z, layout, words)
+        image, language, group = layout.split(z)
+        h, w = l.shape[2] // self.patch, l.shape[3] // self.patch
+        grid = image.transpose(1, 2).reshape(l.shape[0], -1, h, w)  # F_rsp
+        ab = self.upsampler(grid)  # Eq. 10
+        if self.grouping is not None:
+            merged, assignment = self.grouping(image, group)  # Eq. 11-12
+            counter = self.counter_groups(merged)
+        else:
+            merged, assignment = None, None
+            counter = self.counter_groups(image)
+        return LCoInsOutput(
+            ab=ab,
+            image_tokens=image,
+            language_tokens=language,
+            words=words,
+            groups=merged,
+            assignment=assignment,
+            grid=(h, w),
+            counter_language=self.counter_language(language),
+            counter_groups=counter,
+        )

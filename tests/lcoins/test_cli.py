@@ -1,0 +1,125 @@
+"""The lcoins package through its real entry points: the LightningCLI, ``lcoins explain`` and
+``chromalab colorize --model lcoins``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from chromalab import cli as chromalab_cli
+from chromalab.models import load_colorizer
+from lcoins.cli import main, run
+from lcoins.module import LCoInsModule
+from tests.lcoins.components import TINY_CONFIG
+from tests.training import fit
+
+
+def fit_tiny(root: Path, *extra: str) -> Path:
+    return fit(run, TINY_CONFIG, root, *extra)
+
+
+@pytest.fixture(scope="module")
+def lcoins_ckpt(tmp_path_factory) -> Path:
+    """One tiny fit (3 steps) shared by the read-only tests of this file."""
+    argv, sys.argv = sys.argv, ["lcoins"]
+    try:
+        return fit_tiny(tmp_path_factory.mktemp("lcoins"), "--trainer.max_steps", "3")
+    finally:
+        sys.argv = argv
+
+
+@pytest.mark.parametrize(
+    "ablation",
+    [
+        [],
+        ["--model.group_tokens", "false"],
+        ["--model.grouping_attention", "false"],
+        ["--model.luminance_augmentation", "false"],
+        ["--model.beta", "0"],
+    ],
+    ids=["full", "wo_ge", "wo_ga", "wo_la", "wo_cl"],
+)
+def test_fast_dev_run_the_model_and_each_ablation(ablation):
+    cli = run(["fit", "--config", TINY_CONFIG, "--trainer.fast_dev_run", "true", *ablation])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+def test_validate_test_predict(lcoins_ckpt, tmp_path):
+    common = ["--config", TINY_CONFIG, "--ckpt_path", str(lcoins_ckpt)]
+    common += ["--trainer.default_root_dir", str(tmp_path)]
+    for sub, stage in (("validate", "val"), ("test", "test")):
+        metrics = run([sub, *common]).trainer.callback_metrics
+        for key in ("psnr", "ssim", "caption_consistency", "manipulation_accuracy"):
+            assert f"{stage}/{key}" in metrics, key
+        assert 5 < float(metrics[f"{stage}/psnr"]) < 60
+        assert 0 <= float(metrics[f"{stage}/manipulation_accuracy"]) <= 1
+    predictions = run(["predict", *common]).trainer.predict_loop.predictions
+    first = predictions[0]
+    assert first["rgb"].shape == (4, 3, 32, 32) and first["ab"].shape == (4, 2, 32, 32)
+    assert first["rgb"].min() >= 0 and first["rgb"].max() <= 1
+    assert first["assignment"].shape == (4, 4, 4)
+    assert int(first["assignment"].min()) >= 0 and int(first["assignment"].max()) < 4
+
+
+def test_checkpoint_rebuilds_without_weight_files(lcoins_ckpt):
+    module = LCoInsModule.load_from_checkpoint(lcoins_ckpt)
+    assert module.hparams.width == 32 and module.network.num_groups == 4
+    state = torch.load(lcoins_ckpt, weights_only=True)["state_dict"]
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    ab = module.colorize(torch.rand(2, 1, 32, 32) * 100, ["a red circle", "a blue square"])
+    assert ab.shape == (2, 2, 32, 32) and ab.abs().max() <= 110
+    # fitting a restored model does not reload pretrained weights over its own
+    with torch.no_grad():
+        module.network.group_tokens.add_(1.0)
+    before = module.network.group_tokens.clone()
+    module.setup("fit")
+    assert torch.equal(module.network.group_tokens, before)
+    with pytest.raises(ValueError, match="caption"):
+        module.colorize(torch.rand(1, 1, 32, 32) * 100, None)
+
+
+def test_colorize_command_follows_the_caption(lcoins_ckpt, tmp_path):
+    image = tmp_path / "in" / "photo.png"
+    image.parent.mkdir()
+    Image.new("RGB", (45, 30), (120, 80, 40)).save(image)
+    args = ["colorize", str(image.parent), "--model", "lcoins", "--ckpt", str(lcoins_ckpt)]
+    args.append("--quiet")
+    assert chromalab_cli.main([*args, "-o", str(tmp_path / "out"), "--caption", "a red heart"]) == 0
+    assert Image.open(tmp_path / "out" / "photo.png").size == (45, 30)
+    assert chromalab_cli.main([*args, "-o", str(tmp_path / "none")]) == 1  # no caption
+
+    model = load_colorizer("lcoins", ckpt=str(lcoins_ckpt), device="cpu")
+    assert model.uses_captions and model.input_size == 32
+    l = torch.rand(1, 1, 32, 32) * 100
+    red, blue = model.colorize(l, ["a red heart"]), model.colorize(l, ["a blue heart"])
+    assert red.shape == (1, 2, 32, 32) and not torch.allclose(red, blue)
+
+
+def test_explain_paints_the_group_assignment(lcoins_ckpt, tmp_path, capsys):
+    from lcoins.explain import group_colors, group_maps
+
+    image = tmp_path / "in" / "scene.png"
+    image.parent.mkdir()
+    Image.new("RGB", (40, 40), (90, 140, 200)).save(image)
+    out = tmp_path / "groups"
+    main(["explain", "--ckpt", str(lcoins_ckpt), str(image), "--caption", "a green leaf",
+          "--capshapes", "2", "-o", str(out)])  # fmt: skip
+    names = sorted(p.name for p in out.glob("*.png"))
+    for stem in ("scene", "capshapes0000", "capshapes0001"):
+        assert f"{stem}_colorized.png" in names and f"{stem}_groups.png" in names
+    assert Image.open(out / "scene_groups.png").size == (40, 40)
+    with pytest.raises(SystemExit):
+        main(["explain", "--ckpt", str(lcoins_ckpt), str(image), "-o", str(out)])  # no caption
+    assert "caption" in capsys.readouterr().err
+    # each token's colour in the picture is its group's
+    module = LCoInsModule.load_from_checkpoint(lcoins_ckpt).eval()
+    l = torch.rand(1, 1, 32, 32) * 100
+    groups = group_maps(module, l, ["a red circle"])
+    out = module(l, ["a red circle"])
+    assert torch.equal(groups.flatten(), out.assignment.argmax(1).flatten())
+    assert group_colors(4).shape == (4, 3) and len(set(map(tuple, group_colors(4).tolist()))) == 4

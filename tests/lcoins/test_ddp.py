@@ -1,0 +1,61 @@
+"""lcoins in 2 CPU processes (DDP over gloo): the ranks train and validate on disjoint halves of
+the data, and their metric counts (PSNR, SSIM, caption metrics) add up to a single process's."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from lcoins.cli import run
+from tests.ddp import (
+    assert_partition,
+    assert_summed_states,
+    importable_env,
+    read_ranks,
+    recorder_args,
+)
+from tests.lcoins.components import TINY_CONFIG
+from tests.training import read_metrics, run_ddp
+
+#: tiny.yaml's data: 16 training and 8 validation scenes
+TRAIN_SCENES, VAL_SCENES = 16, 8
+
+
+def _cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lcoins.cli", *args]
+
+
+def _logged(root: Path) -> list[str]:
+    return [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={root}",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+def test_ddp_ranks_split_the_data_and_sum_their_counts(tmp_path: Path, monkeypatch) -> None:
+    importable_env(monkeypatch)
+    train = tmp_path / "train"
+    run_ddp(
+        _cli_command, "fit", "--config", TINY_CONFIG, f"--trainer.default_root_dir={train}",
+        *recorder_args(train / "samples"), cwd=tmp_path,
+    )  # fmt: skip
+    ranks = read_ranks(train / "samples", 2)
+    # 2 steps x 4 scenes x 2 ranks: every training scene once, each on one rank
+    assert_partition([r["train"] for r in ranks], range(TRAIN_SCENES))
+
+    ckpt = sorted((train / "checkpoints").glob("*.ckpt"))[-1]
+    common = ["validate", "--config", TINY_CONFIG, "--ckpt_path", str(ckpt)]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run([*common, *_logged(single), *recorder_args(single / "samples")])
+    run_ddp(_cli_command, *common, *_logged(ddp), *recorder_args(ddp / "samples"), cwd=tmp_path)
+    [one] = read_ranks(single / "samples", 1)
+    two = read_ranks(ddp / "samples", 2)
+    assert sorted(one["val"]) == list(range(VAL_SCENES))
+    assert_partition([r["val"] for r in two], range(VAL_SCENES))
+    assert_summed_states(two, one, rel=1e-6)  # PSNR's and SSIM's float32 sums
+    logged_one, logged_two = read_metrics(single), read_metrics(ddp)
+    for key in ("val/psnr", "val/ssim", "val/caption_consistency", "val/manipulation_accuracy"):
+        assert logged_two[key] == pytest.approx(logged_one[key], abs=1e-4), key

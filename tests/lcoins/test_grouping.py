@@ -1,0 +1,163 @@
+"""The grouping transformer (Eq. 4-9) and the grouping layer (Eq. 11-12), each against a direct
+transcription of the paper's equations, and the group tokens as the only image-language path."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lcoins.grouping import GroupingAttention, GroupingLayer, TokenLayout
+from tests.lcoins.components import tiny_network
+
+LAYOUT = TokenLayout(images=5, words=4, groups=3)
+
+
+def _softmax_attention(q, k, v, keys=None):
+    logits = q @ k.T / math.sqrt(q.shape[-1])
+    if keys is not None:
+        logits = logits.masked_fill(~keys[None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1) @ v
+
+
+def _transcription(attn: GroupingAttention, x: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """Eq. 6-9 for one sample, head by head, with the 'modalities' group slots."""
+    n, c = x.shape
+    heads = attn.heads
+    d = c // heads
+    q, k, v = attn.qkv(x).split(c, dim=-1)
+    image, language, group = slice(0, 5), slice(5, 9), slice(9, 12)
+    rows = []
+    for token in range(n):
+        pieces = []
+        for h in range(heads):
+            s = slice(h * d, (h + 1) * d)
+            qh, kh, vh = q[:, s], k[:, s], v[:, s]
+            qt = qh[token : token + 1]
+            if token < 5:  # image: Eq. 6 within the image, Eq. 8 from the groups
+                inner = _softmax_attention(qt, kh[image], vh[image])
+                outer = _softmax_attention(qt, kh[group], vh[group])
+            elif token < 9:  # language
+                inner = _softmax_attention(qt, kh[language], vh[language], words)
+                outer = _softmax_attention(qt, kh[group], vh[group])
+            else:  # group: Eq. 7 from the image, Eq. 7 from the language
+                inner = _softmax_attention(qt, kh[image], vh[image])
+                outer = _softmax_attention(qt, kh[language], vh[language], words)
+            pieces += [inner, outer]
+        rows.append(torch.cat(pieces, dim=-1))  # Eq. 9: [in_1 out_1 ... in_H out_H]
+    return attn.proj(torch.cat(rows))
+
+
+def test_grouping_attention_matches_a_transcription_of_eq_6_to_9():
+    attn = GroupingAttention(width=8, heads=2)
+    x = torch.randn(2, LAYOUT.total, 8)
+    words = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    out = attn(x, LAYOUT, words)
+    for b in range(2):
+        expected = _transcription(attn, x[b], words[b])
+        torch.testing.assert_close(out[b], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_caption_tokens_change_no_image_or_group_token():
+    attn = GroupingAttention(width=8, heads=2)
+    x = torch.randn(1, LAYOUT.total, 8)
+    words = torch.tensor([[True, True, False, False]])
+    other = x.clone()
+    other[:, 7:9] = torch.randn(1, 2, 8)  # the two padded caption tokens
+    a, b = attn(x, LAYOUT, words), attn(other, LAYOUT, words)
+    keep = list(range(0, 7)) + list(range(9, 12))
+    torch.testing.assert_close(a[:, keep], b[:, keep])
+
+
+def test_joint_group_slots_attend_to_both_modalities_in_one_softmax():
+    attn = GroupingAttention(width=8, heads=1, group_slots="joint")
+    x = torch.randn(1, LAYOUT.total, 8)
+    words = torch.ones(1, 4, dtype=torch.bool)
+    out = attn(x, LAYOUT, words)[0, 9:]
+    q, k, v = attn.qkv(x[0]).split(8, dim=-1)
+    inner = _softmax_attention(q[9:], k[9:], v[9:])
+    outer = _softmax_attention(q[9:], k[:9], v[:9])
+    torch.testing.assert_close(out, attn.proj(torch.cat((inner, outer), -1)), atol=1e-5, rtol=1e-5)
+
+
+def test_the_group_tokens_are_the_only_path_between_image_and_language():
+    torch.manual_seed(0)
+    network = tiny_network().eval()
+    l = torch.rand(1, 1, 32, 32) * 100
+    encoder = network.text_encoder
+    captions = (["a red circle on the left"], ["a blue square at the bottom"])
+    tokens = [encoder.tokenize(c, "cpu") for c in captions]
+
+    def image_tokens(zero_groups: bool) -> list[torch.Tensor]:
+        hooks = []
+        if zero_groups:  # the groups' state at the input of every block: zero
+
+            def zero(block, args):
+                z, layout, words = args
+                z = z.clone()
+                z[:, layout.images + layout.words :] = 0
+                return z, layout, words
+
+            hooks = [b.register_forward_pre_hook(zero) for b in network.transformer.blocks]
+        with torch.no_grad():
+            out = [network(l, *t).image_tokens for t in tokens]
+        for hook in hooks:
+            hook.remove()
+        return out
+
+    a, b = image_tokens(zero_groups=False)
+    assert (a - b).abs().max() > 1e-4  # the caption reaches the image through the groups
+    a, b = image_tokens(zero_groups=True)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)  # and through nothing else
+
+
+def test_without_grouping_attention_the_caption_reaches_the_image_directly():
+    network = tiny_network(grouping_attention=False).eval()
+    assert network.transformer.blocks[0].attn.attention == "full"
+    l = torch.rand(1, 1, 32, 32) * 100
+    enc = network.text_encoder
+    with torch.no_grad():
+        a = network(l, *enc.tokenize(["a red circle"], "cpu")).image_tokens
+        b = network(l, *enc.tokenize(["a blue square"], "cpu")).image_tokens
+    assert (a - b).abs().max() > 1e-4
+
+
+class TestGroupingLayer:
+    def test_matches_eq_11_and_12(self):
+        layer = GroupingLayer(width=6)
+        images, groups = torch.randn(2, 7, 6), torch.randn(2, 3, 6)
+        merged, assignment = layer(images, groups)
+        similarity = layer.similarity(images, groups)
+        for b in range(2):
+            for i in range(3):
+                chosen = [j for j in range(7) if similarity[b, :, j].argmax() == i]
+                expected = groups[b, i].clone()
+                if chosen:
+                    expected += layer.value(images[b, chosen]).mean(0)
+                torch.testing.assert_close(merged[b, i], expected, atol=1e-5, rtol=1e-5)
+        # one-hot over the groups in value, every image token in exactly one group
+        value = assignment.detach()
+        assert ((value - value.round()).abs() < 1e-6).all()  # 0 or 1 up to rounding
+        torch.testing.assert_close(value.sum(1), torch.ones(2, 7))
+
+    def test_straight_through_gradient_reaches_the_similarity(self):
+        layer = GroupingLayer(width=6)
+        images = torch.randn(1, 7, 6, requires_grad=True)
+        groups = torch.randn(1, 3, 6, requires_grad=True)
+        merged, _ = layer(images, groups)
+        (merged * torch.randn_like(merged)).sum().backward()
+        for p in (layer.query.weight, layer.key.weight, layer.value.weight):
+            assert p.grad is not None and p.grad.abs().sum() > 0
+
+    def test_similarity_is_a_softmax_over_the_groups(self):
+        layer = GroupingLayer(width=6)
+        s = layer.similarity(torch.randn(2, 7, 6), torch.randn(2, 3, 6))
+        torch.testing.assert_close(s.sum(1), torch.ones(2, 7))
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="divisible"):
+        GroupingAttention(width=10, heads=3)
+    with pytest.raises(ValueError, match="group_slots"):
+        GroupingAttention(width=8, heads=2, group_slots="mean")

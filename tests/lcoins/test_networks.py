@@ -1,0 +1,192 @@
+"""LCoInsNetwork and LCoInsModule: shapes, the ablations, gradient flow, and pretrained weights
+loaded from local files (never the network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lcoins.encoders import (
+    EMBEDDED_TEXT_ENCODER,
+    TextEncoder,
+    build_vit,
+    load_text_weights,
+    load_vit_weights,
+    resolve_text_source,
+)
+from lcoins.module import LCoInsModule
+from tests.lcoins.components import IMAGE_OPTIONS, TEXT_OPTIONS, tiny_network
+
+CAPTIONS = ["a red circle on the left and a blue square", "a green triangle"]
+
+
+def _tiny_module(**options) -> LCoInsModule:
+    settings = dict(
+        image_encoder="vit_tiny_patch16_224",
+        image_options=IMAGE_OPTIONS,
+        image_size=32,
+        text_encoder=EMBEDDED_TEXT_ENCODER,
+        text_pretrained=False,
+        text_options=TEXT_OPTIONS,
+        max_caption_length=16,
+        width=16,
+        depth=2,
+        heads=2,
+        groups=3,
+        counter_dim=8,
+    )
+    return LCoInsModule(**(settings | options))
+
+
+def _batch(size: int = 32) -> dict:
+    rgb = torch.rand(2, 3, size, size)
+    from chromalab.color import rgb_to_lab
+
+    lab = rgb_to_lab(rgb)
+    return {"rgb": rgb, "l": lab[:, :1], "ab": lab[:, 1:], "caption": CAPTIONS}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"group_tokens": False}, {"grouping_attention": False}, {"group_slots": "joint"}],
+    ids=["full", "wo_ge", "wo_ga", "joint_slots"],
+)
+def test_output_shapes(options):
+    network = tiny_network(**options).eval()
+    ids, words = network.text_encoder.tokenize(CAPTIONS, "cpu")
+    out = network(torch.rand(2, 1, 32, 48) * 100, ids, words)  # not square
+    assert out.ab.shape == (2, 2, 32, 48) and out.ab.abs().max() <= 1
+    assert out.image_tokens.shape == (2, 4 * 6, 16) and out.grid == (4, 6)
+    assert out.language_tokens.shape[:2] == ids.shape
+    if options.get("group_tokens", True):
+        assert out.groups.shape == (2, 3, 16) and out.assignment.shape == (2, 3, 24)
+        assert out.counter_groups.shape == (2, 3, 8)
+    else:
+        assert out.groups is None and out.assignment is None
+        assert out.counter_groups.shape == (2, 24, 8)  # W/o GE: image tokens
+
+
+def test_input_checks():
+    network = tiny_network()
+    ids, words = network.text_encoder.tokenize(["a red circle"], "cpu")
+    with pytest.raises(ValueError, match="multiples of the patch size 8"):
+        network(torch.rand(1, 1, 30, 32), ids, words)
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        network(torch.rand(1, 3, 32, 32), ids, words)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_every_trained_parameter_gets_a_gradient_and_frozen_ones_none(frozen):
+    module = _tiny_module(freeze_text_encoder=frozen).train()
+    batch = _batch()
+    terms = module.losses(module.training_input(batch, 0), batch, 0)
+    assert "counter" in terms  # both captions have colour words to replace
+    terms["loss"].backward()
+    text = {id(p) for p in module.network.text_encoder.parameters()}
+    missing = []
+    for name, p in module.named_parameters():
+        if frozen and id(p) in text:
+            assert not p.requires_grad and p.grad is None, name
+        elif p.grad is None or not p.grad.abs().sum() > 0:
+            missing.append(name)
+    # the text encoder's pooler is not built; BERT's token-type embeddings beyond 0 are unused
+    assert missing == [], missing
+    trained = {
+        id(p) for group in module.configure_optimizers().param_groups for p in group["params"]
+    }
+    assert (text <= trained) != frozen and not (frozen and text & trained)
+
+
+def test_without_the_counter_color_loss_there_is_no_second_pass(monkeypatch):
+    module = _tiny_module(beta=0.0)
+    calls = []
+    real = module.network.forward
+    monkeypatch.setattr(module.network, "forward", lambda *a: calls.append(1) or real(*a))
+    batch = _batch()
+    terms = module.losses(batch["l"], batch, 0)
+    assert len(calls) == 1 and "counter" not in terms
+    assert terms["loss"] == terms["regression"]
+
+
+def test_the_counter_captions_replace_colour_words_reproducibly():
+    module = _tiny_module()
+    captions = ["a red circle", "a shape", "two blue squares"]
+    swapped, changed = module.counter_captions(captions, batch_idx=3)
+    assert changed.tolist() == [True, False, True]
+    assert "red" not in swapped[0] and swapped[1] == "a shape" and "blue" not in swapped[2]
+    assert module.counter_captions(captions, batch_idx=3)[0] == swapped
+
+
+def test_the_training_input_is_augmented_and_reproducible():
+    module = _tiny_module()
+    batch = _batch()
+    a, b = module.training_input(batch, 0), module.training_input(batch, 0)
+    assert torch.equal(a, b) and not torch.allclose(a, batch["l"], atol=1.0)
+    assert not torch.equal(a, module.training_input(batch, 1))
+    plain = _tiny_module(luminance_augmentation=False)
+    assert torch.equal(plain.training_input(batch, 0), batch["l"])
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(1)
+    plain = _tiny_module().train()
+    torch.manual_seed(1)
+    saving = _tiny_module(activation_checkpointing=True).train()
+    saving.load_state_dict(plain.state_dict())
+    batch = _batch()
+    grads = []
+    for module in (plain, saving):
+        torch.manual_seed(2)  # the same dropout masks
+        module.losses(batch["l"], batch, 0)["loss"].backward()
+        grads.append(module.network.group_tokens.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_vit_weights_load_from_a_local_file(tmp_path):
+    from safetensors.torch import save_file
+
+    source = build_vit("vit_tiny_patch16_224", 32, IMAGE_OPTIONS)
+    path = tmp_path / "vit.safetensors"
+    save_file(source.state_dict(), str(path))
+    target = build_vit("vit_tiny_patch16_224", 32, IMAGE_OPTIONS)
+    assert not torch.equal(target.patch_embed.proj.weight, source.patch_embed.proj.weight)
+    load_vit_weights(target, "vit_tiny_patch16_224", str(path), IMAGE_OPTIONS)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_missing_weights_are_named(tmp_path):
+    vit = build_vit("vit_tiny_patch16_224", 32, IMAGE_OPTIONS)
+    missing = tmp_path / "nowhere" / "vit.safetensors"
+    with pytest.raises(FileNotFoundError, match="nowhere/vit.safetensors"):
+        load_vit_weights(vit, "vit_tiny_patch16_224", str(missing), IMAGE_OPTIONS)
+    with pytest.raises(FileNotFoundError, match="bert-in-no-cache"):
+        TextEncoder("bert-in-no-cache")
+    with pytest.raises(ValueError, match="vit_nonexistent"):
+        build_vit("vit_nonexistent", 32)
+
+
+def test_the_embedded_text_encoder_is_the_real_pretrained_minilm(tmp_path):
+    encoder = TextEncoder(EMBEDDED_TEXT_ENCODER, frozen=True)
+    assert encoder.width == 384 and encoder.model.config.num_hidden_layers == 6
+    load_text_weights(encoder)
+    ids, words = encoder.tokenize(["a red car", "a crimson automobile", "tax law"], "cpu")
+    with torch.no_grad():
+        tokens = encoder(ids, words)
+    mean = (tokens * words[..., None]).sum(1) / words.sum(1, keepdim=True)
+    cos = torch.nn.functional.cosine_similarity
+    # a trained encoder puts the paraphrase nearer than an unrelated phrase (random ones do not)
+    assert cos(mean[0], mean[1], dim=0) > cos(mean[0], mean[2], dim=0) + 0.1
+    # and a local copy of it loads the same weights
+    encoder.model.save_pretrained(tmp_path)
+    encoder.tokenizer.save_pretrained(tmp_path)
+    copy = TextEncoder(str(tmp_path))
+    assert resolve_text_source(str(tmp_path)) == str(tmp_path)
+    load_text_weights(copy)
+    for key, value in encoder.model.state_dict().items():
+        assert torch.equal(copy.model.state_dict()[key], value), key
+
+
+def test_text_options_need_a_text_encoder_from_scratch():
+    with pytest.raises(ValueError, match="text_pretrained false"):
+        LCoInsModule(text_encoder=EMBEDDED_TEXT_ENCODER, text_options=TEXT_OPTIONS)
