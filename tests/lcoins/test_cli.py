@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -123,3 +124,26 @@ def test_explain_paints_the_group_assignment(lcoins_ckpt, tmp_path, capsys):
     out = module(l, ["a red circle"])
     assert torch.equal(groups.flatten(), out.assignment.argmax(1).flatten())
     assert group_colors(4).shape == (4, 3) and len(set(map(tuple, group_colors(4).tolist()))) == 4
+
+
+def test_evaluate_scores_scenes_of_a_chosen_kind(lcoins_ckpt, tmp_path):
+    from lcoins.evaluate import evaluate, evaluate_captions
+
+    plain = evaluate(lcoins_ckpt, scenes=8, batch_size=4)
+    for key in ("psnr", "ssim", "caption_consistency", "manipulation_accuracy"):
+        assert key in plain, key
+    twins = evaluate(
+        lcoins_ckpt, scenes=8, split="test", options={"min_objects": 2, "shared_noun_prob": 1.0}
+    )
+    assert twins["psnr"] != plain["psnr"]  # other scenes
+    # a user's caption file in the release's format: [[file, caption], ...]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    records = []
+    for i, colour in enumerate(((200, 40, 40), (40, 60, 200))):
+        Image.new("RGB", (40, 32), colour).save(folder / f"{i}.png")
+        records.append([f"{i}.png", "a red square" if i == 0 else "a blue square"])
+    captions = tmp_path / "val.json"
+    captions.write_text(json.dumps(records))
+    scores = evaluate_captions(lcoins_ckpt, captions, folder, batch_size=2)
+    assert 0 < scores["psnr"] < 60 and "manipulation_accuracy" not in scores

@@ -1,0 +1,130 @@
+"""Table 1 of Chang et al. (CVPR 2023), "L-CoIns: Language-based Colorization with Instance
+Awareness", on CapShapes, and the instance-awareness comparison.
+
+Rows: the full model and the four ablations (W/o GE, W/o GA, W/o LA, W/o CL), each trained with
+the real ``lcoins fit`` entry point on CapShapes scenes (``packages/lcoins/configs/capshapes.yaml``
+plus the ablation's switch) for a bounded number of steps on this machine, or reused from
+``outputs/lcoins-bench/<row>/`` when that run already has them (an interrupted one is resumed).
+Columns, on CapShapes test scenes never seen in training:
+
+* PSNR and SSIM of the colorization (sRGB, the input L with the predicted ab), LPIPS when
+  ``--lpips-weights`` gives the AlexNet weights (otherwise the table says it was not computed);
+* caption consistency and caption-manipulation accuracy (every colour word of a caption swapped
+  for another colour; objects judged against the new colours);
+* instance awareness: the same two caption scores on scenes of two or more objects that share a
+  noun and differ by a position word ("the left circle is red and the right circle is blue"),
+  for the full model and W/o GE;
+* training steps and minutes.
+
+``--captions FILE --image-root DIR`` adds PSNR/SSIM on a captioned dataset of the user's (the
+release's ``[[file, caption], ...]`` format, COCO or JSON lines). The paper's own numbers
+(extended COCO-Stuff, Table 1) are quoted beside ours and labelled as such: other data at another
+scale, not comparable in value. Results: ``benchmarks/results/lcoins_table1.{csv,md}``.
+
+    python benchmarks/lcoins_table1.py [--steps 6000] [--scenes 512] [--retrain]
+        [--lpips-weights alexnet.pth] [--captions val.json --image-root images/]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from _common import machine_description, markdown_table, write_results
+
+from chromalab.runs import train_or_reuse, trained_steps
+from lcoins.cli import CONFIGS
+from lcoins.cli import run as lcoins_run
+from lcoins.evaluate import evaluate, evaluate_captions
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "outputs" / "lcoins-bench"
+CAPSHAPES = CONFIGS / "capshapes.yaml"
+#: row -> (run folder, the ablation's switches)
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "L-CoIns": ("full", []),
+    "W/o GE": ("wo-ge", ["--model.group_tokens", "false"]),
+    "W/o GA": ("wo-ga", ["--model.grouping_attention", "false"]),
+    "W/o LA": ("wo-la", ["--model.luminance_augmentation", "false"]),
+    "W/o CL": ("wo-cl", ["--model.beta", "0"]),
+}
+#: Table 1 of the paper, extended COCO-Stuff: PSNR, SSIM, LPIPS.
+PAPER = {
+    "L-CoIns": (25.511, 0.92104, 0.157),
+    "W/o GE": (25.249, 0.91832, 0.163),
+    "W/o GA": (25.373, 0.91913, 0.160),
+    "W/o LA": (25.475, 0.91965, 0.161),
+    "W/o CL": (25.361, 0.91866, 0.158),
+}
+#: Scenes for instance awareness: two or more objects, sharing a noun whenever possible.
+INSTANCES = {"min_objects": 2, "shared_noun_prob": 1.0}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6000, help="training steps per row")
+    parser.add_argument("--scenes", type=int, default=512, help="test scenes per evaluation")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--lpips-weights", default=None)
+    parser.add_argument("--captions", default=None)
+    parser.add_argument("--image-root", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    rows = []
+    for label in args.rows:
+        folder, switches = ROWS[label]
+        ckpt, seconds = train_or_reuse(
+            lcoins_run, RUNS / folder, CAPSHAPES, args.steps, switches, retrain=args.retrain,
+            checkpoint_every=500,
+        )  # fmt: skip
+        scores = evaluate(ckpt, args.scenes, "test", lpips_weights=args.lpips_weights)
+        paper = PAPER[label]
+        row: dict[str, object] = {
+            "model": label,
+            "PSNR": scores["psnr"],
+            "SSIM": scores["ssim"],
+            "LPIPS": scores.get("lpips", "no weights"),
+            "caption consistency": scores["caption_consistency"],
+            "manipulation accuracy": scores["manipulation_accuracy"],
+        }
+        if label in ("L-CoIns", "W/o GE"):
+            twins = evaluate(ckpt, args.scenes, "test", INSTANCES)
+            row["shared-noun consistency"] = twins["caption_consistency"]
+            row["shared-noun manipulation"] = twins["manipulation_accuracy"]
+        else:
+            row["shared-noun consistency"] = row["shared-noun manipulation"] = ""
+        if args.captions:
+            own = evaluate_captions(ckpt, args.captions, args.image_root)
+            row["PSNR (your data)"], row["SSIM (your data)"] = own["psnr"], own["ssim"]
+        row |= {
+            "train steps": trained_steps(ckpt),
+            "train minutes": "" if seconds is None else seconds / 60,
+            "paper PSNR": paper[0],
+            "paper SSIM": paper[1],
+            "paper LPIPS": paper[2],
+        }
+        rows.append(row)
+        print(row, flush=True)
+    md = [
+        "# L-CoIns Table 1 on CapShapes: the model and its ablations",
+        "",
+        f"Machine: {machine_description()}.",
+        "",
+        f"Each row trained with `lcoins fit --config packages/lcoins/configs/capshapes.yaml` "
+        f"and its ablation switch for {args.steps} steps (batch 16, 64x64 scenes), evaluated "
+        f"on {args.scenes} CapShapes test scenes. Shared-noun columns: scenes of two or more "
+        "objects sharing a noun (told apart by position words). `paper` columns: the paper's "
+        "Table 1 on extended COCO-Stuff, quoted for reference (other data and scale, not "
+        "comparable in value).",
+        "",
+        markdown_table(rows),
+    ]
+    csv_path, md_path = write_results("lcoins_table1", rows, "\n".join(md))
+    print(f"wrote {csv_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
