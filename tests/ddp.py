@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,24 @@ def recorder_args(folder: Path) -> list[str]:
     return [
         f"--trainer.callbacks+={SampleRecorder.__module__}.{SampleRecorder.__name__}",
         f"--trainer.callbacks.folder={folder}",
+    ]
+
+
+def cli_command(module: str) -> Callable[..., list[str]]:
+    """Maps CLI arguments to the command line running ``python -m <module>`` (a package CLI)."""
+
+    def command(*args: str) -> list[str]:
+        return [sys.executable, "-m", module, *args]
+
+    return command
+
+
+def logged_args(root: Path) -> list[str]:
+    """CLI arguments that log metrics to a CSV file under ``root`` (read by ``read_metrics``)."""
+    return [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={root}",
+        f"--trainer.default_root_dir={root}",
     ]
 
 

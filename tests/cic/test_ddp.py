@@ -4,7 +4,6 @@ of a single process."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,9 @@ from tests.cic.components import TINY_CONFIG
 from tests.ddp import (
     assert_partition,
     assert_summed_states,
+    cli_command,
     importable_env,
+    logged_args,
     read_ranks,
     recorder_args,
 )
@@ -29,16 +30,7 @@ from tests.training import read_metrics, run_ddp
 TRAIN_SCENES, VAL_SCENES, SIZE = 16, 8, 32
 
 
-def _cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cic.cli", *args]
-
-
-def _logged(root: Path) -> list[str]:
-    return [
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.save_dir={root}",
-        f"--trainer.default_root_dir={root}",
-    ]
+_cli_command = cli_command("cic.cli")
 
 
 def test_ddp_ranks_split_the_data_and_sum_their_counts(tmp_path: Path, monkeypatch) -> None:
@@ -77,8 +69,8 @@ def test_ddp_ranks_split_the_data_and_sum_their_counts(tmp_path: Path, monkeypat
 
     common = ["validate", "--config", TINY_CONFIG, "--ckpt_path", str(ckpt)]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    run([*common, *_logged(single), *recorder_args(single / "samples")])
-    run_ddp(_cli_command, *common, *_logged(ddp), *recorder_args(ddp / "samples"), cwd=tmp_path)
+    run([*common, *logged_args(single), *recorder_args(single / "samples")])
+    run_ddp(_cli_command, *common, *logged_args(ddp), *recorder_args(ddp / "samples"), cwd=tmp_path)
     [one] = read_ranks(single / "samples", 1)
     two = read_ranks(ddp / "samples", 2)
     assert sorted(one["val"]) == list(range(VAL_SCENES))

@@ -3,7 +3,6 @@ the data, and their metric counts (PSNR, SSIM, caption metrics) add up to a sing
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,9 @@ from lcoins.cli import run
 from tests.ddp import (
     assert_partition,
     assert_summed_states,
+    cli_command,
     importable_env,
+    logged_args,
     read_ranks,
     recorder_args,
 )
@@ -23,16 +24,7 @@ from tests.training import read_metrics, run_ddp
 TRAIN_SCENES, VAL_SCENES = 16, 8
 
 
-def _cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lcoins.cli", *args]
-
-
-def _logged(root: Path) -> list[str]:
-    return [
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.save_dir={root}",
-        f"--trainer.default_root_dir={root}",
-    ]
+_cli_command = cli_command("lcoins.cli")
 
 
 def test_ddp_ranks_split_the_data_and_sum_their_counts(tmp_path: Path, monkeypatch) -> None:
@@ -49,8 +41,8 @@ def test_ddp_ranks_split_the_data_and_sum_their_counts(tmp_path: Path, monkeypat
     ckpt = sorted((train / "checkpoints").glob("*.ckpt"))[-1]
     common = ["validate", "--config", TINY_CONFIG, "--ckpt_path", str(ckpt)]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    run([*common, *_logged(single), *recorder_args(single / "samples")])
-    run_ddp(_cli_command, *common, *_logged(ddp), *recorder_args(ddp / "samples"), cwd=tmp_path)
+    run([*common, *logged_args(single), *recorder_args(single / "samples")])
+    run_ddp(_cli_command, *common, *logged_args(ddp), *recorder_args(ddp / "samples"), cwd=tmp_path)
     [one] = read_ranks(single / "samples", 1)
     two = read_ranks(ddp / "samples", 2)
     assert sorted(one["val"]) == list(range(VAL_SCENES))
