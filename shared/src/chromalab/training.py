@@ -23,8 +23,11 @@ from lightning.pytorch.utilities import rank_zero_info
 __all__ = [
     "AtomicCheckpointIO",
     "CommandLineFirstCLI",
+    "RANDOM_STATES_KEY",
     "RandomStates",
+    "capture_random_states",
     "command_line_model_keys",
+    "restore_random_states",
     "run_lightning_cli",
     "use_atomic_checkpoints",
     "use_random_states",
@@ -79,55 +82,79 @@ def use_atomic_checkpoints(trainer: Any) -> None:
         strategy.checkpoint_io = AtomicCheckpointIO()
 
 
+#: Checkpoint entry of :class:`RandomStates`: one state dict per rank.
+RANDOM_STATES_KEY = "random_states"
+
+
+def capture_random_states() -> dict[str, Any]:
+    """This process's torch (CPU and CUDA), Python and NumPy generator states, as plain tensors,
+    ints and tuples (a checkpoint holding them loads with ``weights_only=True``)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_states(state: dict[str, Any]) -> None:
+    """Set the generators to ``state`` (from :func:`capture_random_states`)."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["position"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # resumed on another number of devices: keep the one this process uses
+            torch.cuda.set_rng_state(cuda[torch.cuda.current_device() % len(cuda)])
+
+
 class RandomStates(Callback):
-    """Keeps the global random generators' states (torch on the CPU and every CUDA device,
-    Python's ``random``, NumPy's) in each checkpoint, and restores them when a run resumes.
+    """Keeps every rank's global random generators' states (torch on the CPU and CUDA, Python's
+    ``random``, NumPy's) in each checkpoint, under :data:`RANDOM_STATES_KEY`, and gives each
+    rank its own back when a run resumes.
 
     Lightning checkpoints weights, optimizer and loops, but not these generators, so whatever
     draws from them in training (dropout above all) draws other numbers after ``--ckpt_path
     last`` than the uninterrupted run would have: measured on the tiny ``lcoins`` run, whose
     text encoder has dropout, a resumed run ended 9e-3 away from the uninterrupted one's
-    weights, and exactly on them with this callback. The states are restored with the
-    checkpoint, before the first step, so nothing may draw from these generators in between:
-    a ``DataLoader`` without a ``generator`` of its own draws its iterator's seed from torch's
-    when a resumed run creates it (:class:`chromalab.data.ColorizationDataModule` gives each
-    loader its own seeded generator).
+    weights, and exactly on them with this callback. Ranks draw different amounts (a batch's
+    captions are padded to its longest, so dropout masks differ in size from rank to rank), so
+    the states of all ranks are gathered when a checkpoint is written (every rank writes it
+    with Lightning, rank 0 to disk). A run resumed on another number of ranks gets rank
+    ``r mod n``'s states (it cannot be exact then anyway: the data are sharded otherwise).
 
-    Under DDP the checkpoint holds rank 0's states and every rank restores them: with one seed
-    (``seed_everything``) and equal batch shapes (``drop_last``) all ranks draw the same numbers
-    in the same order, so their states are equal at every step.
+    The states are restored with the checkpoint, before the first step, so nothing may draw
+    from these generators in between: a ``DataLoader`` without a ``generator`` of its own draws
+    its iterator's seed from torch's when a resumed run creates it
+    (:class:`chromalab.data.ColorizationDataModule` gives each loader its own seeded generator).
     """
 
-    def state_dict(self) -> dict[str, Any]:
-        # plain tensors, ints and tuples: the checkpoint stays loadable with weights_only=True
-        kind, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
-        state: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": {
-                "kind": str(kind),
-                "keys": torch.from_numpy(keys.astype(np.int64)),
-                "position": int(position),
-                "has_gauss": int(has_gauss),
-                "gauss": float(gauss),
-            },
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
+        state = capture_random_states()
+        states: list[Any] = [state]
+        dist = torch.distributed
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, state)
+        checkpoint[RANDOM_STATES_KEY] = states
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        random.setstate(state_dict["python"])
-        n = state_dict["numpy"]
-        keys = n["keys"].numpy().astype(np.uint32)
-        np.random.set_state((n["kind"], keys, n["position"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
-        cuda = state_dict.get("cuda")
-        if cuda is not None and torch.cuda.is_available():
-            if len(cuda) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(cuda)
-            else:  # resumed on another number of devices: keep the one each rank uses
-                torch.cuda.set_rng_state(cuda[torch.cuda.current_device() % len(cuda)])
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
+        states = checkpoint.get(RANDOM_STATES_KEY)
+        if states:  # checkpoints written without this callback have none
+            restore_random_states(states[trainer.global_rank % len(states)])
 
 
 def use_random_states(trainer: Any) -> None:
