@@ -1,7 +1,9 @@
-"""``chromalab.modules``: the ranks' shares of the prior's training batches."""
+"""``chromalab.modules``: the ranks' shares of the prior's training batches, and the staged
+evaluation hooks."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -30,3 +32,32 @@ def test_rank_shard_leaves_streams_to_shard_themselves() -> None:
 
     loader = DataLoader(Stream(), batch_size=2)
     assert rank_shard(loader, 2, 1) is loader
+
+
+def test_staged_evaluation_routes_batches_by_stage_and_skips_empty_ones():
+    from chromalab.modules import StagedEvaluation
+
+    class Recorder(StagedEvaluation):
+        def __init__(self):
+            self.calls = []
+
+        def evaluate_batch(self, batch, stage):
+            self.calls.append(("batch", batch["x"], stage))
+
+        def log_stage_metrics(self, stage):
+            self.calls.append(("log", stage))
+
+    module = Recorder()
+    module.validation_step({"x": 1}, 0)
+    module.validation_step(None, 1)  # every sample unreadable
+    module.on_validation_epoch_end()
+    module.test_step({"x": 2}, 0)
+    module.on_test_epoch_end()
+    assert module.calls == [
+        ("batch", 1, "val"),
+        ("log", "val"),
+        ("batch", 2, "test"),
+        ("log", "test"),
+    ]
+    with pytest.raises(NotImplementedError, match="evaluate_batch"):
+        StagedEvaluation().validation_step({}, 0)

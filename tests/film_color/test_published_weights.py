@@ -69,7 +69,7 @@ def _manipulation_state(module: FilmColorModule, dataset, batches: list[list[int
     metric.reset()
     for indices in batches:
         batch = _scene_batch(dataset, indices)
-        module._evaluate(batch, "val")
+        module.evaluate_batch(batch, "val")
     state = (metric.correct.clone(), metric.total.clone())
     for name in ("val_accuracy", "val_consistency", "val_manipulation"):
         module.metrics[name].reset()

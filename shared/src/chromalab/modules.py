@@ -8,6 +8,7 @@ caption metrics of CapShapes scenes.
   once at the start of ``fit``, from a prior file or from the first training batches of all
   ranks, each rank reading its own share of the samples (:mod:`chromalab.rebalance` holds the
   maths).
+* :class:`StagedEvaluation`: the validation and test hooks of a LightningModule, written once.
 * :class:`SceneCaptionMetrics`: a LightningModule mixin that scores CapShapes batches with
   caption consistency and the caption-manipulation accuracy of Manjunatha et al., "Learning to
   Color from Language", NAACL 2018 (arXiv:1804.06026), §3.2.
@@ -28,7 +29,13 @@ from torch.utils.data import DataLoader, IterableDataset
 from chromalab.metrics import CaptionConsistency, manipulate_batch
 from chromalab.rebalance import estimate_prior, load_prior, rebalance_weights
 
-__all__ = ["ClassRebalancing", "SceneCaptionMetrics", "adam_step_decay", "rank_shard"]
+__all__ = [
+    "ClassRebalancing",
+    "SceneCaptionMetrics",
+    "StagedEvaluation",
+    "adam_step_decay",
+    "rank_shard",
+]
 
 
 def adam_step_decay(
@@ -121,6 +128,36 @@ def rank_shard(loader: DataLoader, world_size: int, rank: int) -> DataLoader:
         pin_memory=loader.pin_memory,
         drop_last=loader.drop_last,
     )
+
+
+class StagedEvaluation:
+    """Validation and test hooks of a LightningModule, written once.
+
+    Each validation or test batch goes to :meth:`evaluate_batch` with its stage (``"val"`` or
+    ``"test"``); a batch whose samples were all unreadable (``None``, see
+    :func:`chromalab.data.collate.collate_skip_bad`) is skipped. Each epoch ends with
+    :meth:`log_stage_metrics`. The host module defines both.
+    """
+
+    def evaluate_batch(self, batch: dict, stage: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define evaluate_batch")
+
+    def log_stage_metrics(self, stage: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define log_stage_metrics")
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is not None:
+            self.evaluate_batch(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_stage_metrics("val")
+
+    def test_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is not None:
+            self.evaluate_batch(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_stage_metrics("test")
 
 
 class SceneCaptionMetrics:

@@ -28,7 +28,7 @@ from chromalab.bins import ABBins, soft_cross_entropy
 from chromalab.color import lab_to_rgb
 from chromalab.io import recombine
 from chromalab.metrics import AuCCMF, Colorfulness
-from chromalab.modules import ClassRebalancing, adam_step_decay
+from chromalab.modules import ClassRebalancing, StagedEvaluation, adam_step_decay
 from chromalab.rebalance import pixel_weights
 from cic.networks import CICNetwork
 
@@ -45,7 +45,7 @@ def subsample_targets(ab: Tensor, factor: int) -> Tensor:
     return ab[:, :, offset::factor, offset::factor]
 
 
-class CICModule(ClassRebalancing, pl.LightningModule):
+class CICModule(ClassRebalancing, StagedEvaluation, pl.LightningModule):
     """Colorful Image Colorization as a LightningModule.
 
     Args:
@@ -213,7 +213,8 @@ class CICModule(ClassRebalancing, pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["l"].shape[0])
         return loss
 
-    def _evaluate(self, batch: dict, stage: str, cmf: AuCCMF, colorfulness: Colorfulness) -> None:
+    def evaluate_batch(self, batch: dict, stage: str) -> None:
+        cmf, colorfulness = self._stage_metrics(stage)
         loss, logits = self._loss(batch)
         ab_small = self.bins.annealed_mean(logits.float(), self.hparams.temperature)
         ab = F.interpolate(
@@ -225,28 +226,19 @@ class CICModule(ClassRebalancing, pl.LightningModule):
         size = batch["l"].shape[0]
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size)
 
-    def _log_metrics(self, stage: str, cmf: AuCCMF, colorfulness: Colorfulness) -> None:
+    def _stage_metrics(self, stage: str) -> tuple[AuCCMF, Colorfulness]:
+        return getattr(self, f"{stage}_cmf"), getattr(self, f"{stage}_colorfulness")
+
+    def log_stage_metrics(self, stage: str) -> None:
+        cmf, colorfulness = self._stage_metrics(stage)
+        if colorfulness.count == 0 and self.trainer.world_size == 1:
+            return  # nothing was evaluated (e.g. limit_val_batches 0)
         # two metrics of different inputs (ab, RGB): not one MetricCollection, one log_dict each
         areas = {k: v for k, v in cmf.compute().items() if k.startswith("auc")}  # not the curves
         self.log_dict({f"{stage}/{k}": v for k, v in areas.items()}, prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in colorfulness.compute().items()})
         cmf.reset()
         colorfulness.reset()
-
-    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
-        if batch is not None:
-            self._evaluate(batch, "val", self.val_cmf, self.val_colorfulness)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.val_colorfulness.count > 0 or self.trainer.world_size > 1:
-            self._log_metrics("val", self.val_cmf, self.val_colorfulness)
-
-    def test_step(self, batch: dict | None, batch_idx: int) -> None:
-        if batch is not None:
-            self._evaluate(batch, "test", self.test_cmf, self.test_colorfulness)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_cmf, self.test_colorfulness)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         """``rgb``: the colorization at the input resolution (:func:`chromalab.io.recombine`

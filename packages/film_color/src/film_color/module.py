@@ -48,7 +48,12 @@ from torch.utils.data import IterableDataset
 from chromalab.bins import ABBins
 from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy
-from chromalab.modules import ClassRebalancing, SceneCaptionMetrics, adam_step_decay
+from chromalab.modules import (
+    ClassRebalancing,
+    SceneCaptionMetrics,
+    StagedEvaluation,
+    adam_step_decay,
+)
 from chromalab.rebalance import pixel_weights
 from cic.networks import OUTPUT_STRIDE, InputNormalization
 from film_color.language import Vocabulary
@@ -113,7 +118,7 @@ def training_captions(dataset: Any, limit: int) -> Iterator[str]:
         yield item["caption"]
 
 
-class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, pl.LightningModule):
+class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
     """Language-conditioned colorization (FCNN / CONCAT / FILM) as a LightningModule.
 
     Args:
@@ -426,7 +431,7 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, pl.LightningModule)
         self.log("train/loss", loss, prog_bar=True, batch_size=l.shape[0])
         return loss
 
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def evaluate_batch(self, batch: dict, stage: str) -> None:
         logits = self(batch["l"], batch.get("caption"))
         size = batch["l"].shape[0]
         self.log(f"{stage}/loss", self.loss(logits, batch["ab"]), sync_dist=True, batch_size=size)
@@ -444,7 +449,7 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, pl.LightningModule)
         ab = self.bins.annealed_mean(logits.float(), self.hparams.temperature)
         return F.interpolate(ab, size=tuple(size), mode="bilinear", align_corners=False)
 
-    def _log_metrics(self, stage: str) -> None:
+    def log_stage_metrics(self, stage: str) -> None:
         accuracy = self.metrics[f"{stage}_accuracy"]
         if int(accuracy.total) == 0 and self.trainer.world_size == 1:
             return
@@ -455,20 +460,6 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, pl.LightningModule)
         scores = self.scene_scores(stage, scenes)
         if scores:
             self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
-
-    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
-        if batch is not None:
-            self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def test_step(self, batch: dict | None, batch_idx: int) -> None:
-        if batch is not None:
-            self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         """``rgb``: the colorization at the input resolution (:func:`chromalab.io.recombine` of
