@@ -413,3 +413,70 @@ class TestExport:
     def test_unknown_format(self, tmp_path):
         with pytest.raises(ValueError, match="parquet"):
             export_capshapes(tmp_path, n=1, format="parquet")
+
+
+class TestHeldOutPairs:
+    PAIRS = {"circle": ["green", "blue"], "heart": ["red"]}  # heart's canonical colour too
+
+    def _objects(self, scenes):
+        for i in range(len(scenes)):
+            item = scenes[i]
+            for s, c in zip(item["shape_ids"].tolist(), item["color_ids"].tolist(), strict=True):
+                if s >= 0:
+                    yield SHAPES[s], COLOR_LEXICON[c].name, item
+
+    def test_training_scenes_never_show_a_held_out_pair(self):
+        scenes = CapShapes(length=300, size=16, seed=0, held_out_pairs=self.PAIRS)
+        seen = {(shape, color) for shape, color, _ in self._objects(scenes)}
+        assert not seen & {("circle", "green"), ("circle", "blue"), ("heart", "red")}
+        assert {c for s, c in seen if s == "heart"}  # hearts still appear, in other colours
+        assert all(
+            "held_out" in item and not item["held_out"].any() for *_, item in self._objects(scenes)
+        )
+
+    def test_evaluation_scenes_show_only_held_out_pairs_and_flag_them(self):
+        scenes = CapShapes(length=300, size=16, seed=1, held_out_pairs=self.PAIRS, held_out="only")
+        colours = {"circle": set(), "heart": set()}
+        flagged = 0
+        for i in range(len(scenes)):
+            item = scenes[i]
+            for k, (s, c) in enumerate(
+                zip(item["shape_ids"].tolist(), item["color_ids"].tolist(), strict=True)
+            ):
+                if s < 0:
+                    continue
+                name = SHAPES[s]
+                held = name in self.PAIRS
+                assert bool(item["held_out"][k]) == held
+                flagged += held
+                if held:
+                    colours[name].add(COLOR_LEXICON[c].name)
+        assert colours == {"circle": {"green", "blue"}, "heart": {"red"}} and flagged > 50
+
+    def test_without_the_option_the_scenes_are_unchanged(self):
+        a, b = (
+            CapShapes(length=20, size=16, seed=4),
+            CapShapes(length=20, size=16, seed=4, held_out_pairs={"star": ["cyan"]}),
+        )
+        changed = [i for i in range(20) if not torch.equal(a[i]["color_ids"], b[i]["color_ids"])]
+        # only scenes that drew a cyan star are drawn again
+        for i in changed:
+            assert any(
+                SHAPES[s] == "star" and COLOR_LEXICON[c].name == "cyan"
+                for s, c in zip(a[i]["shape_ids"].tolist(), a[i]["color_ids"].tolist(), strict=True)
+                if s >= 0
+            )
+        assert "held_out" not in a[0]
+
+    def test_bad_tables(self):
+        with pytest.raises(ValueError, match="unknown shape"):
+            CapShapes(length=1, held_out_pairs={"cube": ["red"]})
+        with pytest.raises(ValueError, match="not one of"):
+            CapShapes(length=1, held_out_pairs={"circle": ["mauve"]})
+        with pytest.raises(ValueError, match="no colour left"):
+            CapShapes(
+                length=1,
+                held_out_pairs={"circle": [COLOR_LEXICON[c].name for c in CHROMATIC_COLORS]},
+            )
+        with pytest.raises(ValueError, match="held_out must be"):
+            CapShapes(length=1, held_out="some")

@@ -107,6 +107,30 @@ _CHROMATIC_IDS = torch.tensor(CHROMATIC_COLORS)
 _BASE_ROTATION = {"leaf": 0.6}
 
 
+def _pair_ids(pairs: dict[str, list[str]]) -> dict[int, tuple[int, ...]]:
+    """Shape id -> lexicon ids of a ``held_out_pairs`` table, checked."""
+    out = {}
+    names = [COLOR_LEXICON[c].name for c in CHROMATIC_COLORS]
+    for shape, colors in pairs.items():
+        if shape not in SHAPES:
+            raise ValueError(f"held_out_pairs: unknown shape {shape!r}; shapes are {SHAPES}")
+        if isinstance(colors, str) or not colors:
+            raise ValueError(f"held_out_pairs: {shape!r} needs a non-empty list of colours")
+        ids = []
+        for color in colors:
+            try:
+                cid = color_index(color)
+            except (KeyError, ValueError):
+                cid = -1
+            if cid not in CHROMATIC_COLORS:
+                raise ValueError(f"held_out_pairs: {shape!r} -> {color!r} is not one of {names}")
+            ids.append(cid)
+        if len(set(ids)) >= len(CHROMATIC_COLORS):
+            raise ValueError(f"held_out_pairs: {shape!r} would have no colour left for training")
+        out[SHAPES.index(shape)] = tuple(dict.fromkeys(ids))
+    return out
+
+
 def _canonical_ids(colors: dict[str, str]) -> dict[int, int]:
     """Shape id -> lexicon id of a ``canonical_colors`` table, checked."""
     out = {}
@@ -247,6 +271,14 @@ class CapShapes(Dataset):
             the pair. Training option, not in any of the papers; off by default (the scenes are
             then exactly those without it). :attr:`group_size` is 2 with it: the training
             sampler keeps a pair together.
+        held_out_pairs: shape name -> colour names, pairs kept out of training to measure how a
+            model colours combinations it never saw (L-CoIns, Fig. 1, "unobserved
+            correspondences"). With ``held_out="exclude"`` (training) no object of such a shape
+            gets such a colour (a draw that would is made again among the other colours); with
+            ``held_out="only"`` (evaluation) every object of such a shape gets one of its
+            held-out colours, and items carry ``held_out`` (bool ``(K,)``): the object shows a
+            held-out pair. ``None`` (the default) leaves the scenes exactly as without it.
+        held_out: ``"exclude"`` or ``"only"`` (see ``held_out_pairs``).
 
     Items are dicts (fixed shapes, so the default collate stacks them):
 
@@ -271,6 +303,8 @@ class CapShapes(Dataset):
         canonical_prob: float = 0.8,
         canonical_colors: dict[str, str] | None = None,
         counterfactual_pairs: bool = False,
+        held_out_pairs: dict[str, list[str]] | None = None,
+        held_out: str = "exclude",
     ) -> None:
         if not 1 <= length <= sys.maxsize:
             raise ValueError(f"length must be in [1, {sys.maxsize}], got {length}")
@@ -304,6 +338,11 @@ class CapShapes(Dataset):
         )
         self._canonical_ids = _canonical_ids(self.canonical_colors)
         self.counterfactual_pairs = bool(counterfactual_pairs)
+        if held_out not in ("exclude", "only"):
+            raise ValueError(f"held_out must be 'exclude' or 'only', got {held_out!r}")
+        self.held_out = held_out
+        self.held_out_pairs = None if held_out_pairs is None else dict(held_out_pairs)
+        self._held_out_ids = _pair_ids(self.held_out_pairs or {})
         coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
         self._x = coords.view(1, 1, size)
         self._y = coords.view(1, size, 1)
@@ -370,7 +409,14 @@ class CapShapes(Dataset):
             "canonical": torch.tensor(canonical + [False] * pad, dtype=torch.bool),
             "background_color_id": torch.tensor(bg_color, dtype=torch.long),
             "index": index,
-        }
+        } | self._held_out_flags(shapes, colors, pad)
+
+    def _held_out_flags(self, shapes: list[int], colors: list[int], pad: int) -> dict[str, Any]:
+        """``{"held_out": (K,) bool}`` with ``held_out_pairs``, else nothing."""
+        if self.held_out_pairs is None:
+            return {}
+        flags = [c in self._held_out_ids.get(s, ()) for s, c in zip(shapes, colors, strict=True)]
+        return {"held_out": torch.tensor(flags + [False] * pad, dtype=torch.bool)}
 
     @staticmethod
     def _exchange_colors(item: dict[str, Any], rng: np.random.Generator) -> list[int] | None:
@@ -407,11 +453,17 @@ class CapShapes(Dataset):
                 allowed = again
             shape = allowed[int(rng.integers(len(allowed)))]
             own = self._canonical_ids.get(shape)
-            if own is not None and rng.random() < self.canonical_prob:
+            held = self._held_out_ids.get(shape, ())
+            if held and self.held_out == "only":
+                color = held[int(rng.integers(len(held)))]
+            elif own is not None and own not in held and rng.random() < self.canonical_prob:
                 color = own
             else:
                 options = [c for c in CHROMATIC_COLORS if c != own]
                 color = options[int(rng.integers(len(options)))]
+                if color in held:  # never seen in training: draw again among the others
+                    options = [c for c in options if c not in held]
+                    color = options[int(rng.integers(len(options)))]
             shapes.append(shape)
             colors.append(color)
             canonical.append(color == own)

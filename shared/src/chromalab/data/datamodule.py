@@ -244,6 +244,8 @@ _CAPSHAPES_OPTIONS = (
     "canonical_prob",
     "canonical_colors",
     "counterfactual_pairs",
+    "held_out_pairs",
+    "held_out",
 )
 
 
@@ -301,7 +303,8 @@ class ColorizationDataModule(pl.LightningDataModule):
         capshapes_size: side of the generated scenes.
         capshapes_options: further :class:`CapShapes` arguments for every split
             (``max_objects``, ``min_objects``, ``shared_noun_prob``, ``level_probs``,
-            ``canonical_prob``, ``canonical_colors``).
+            ``canonical_prob``, ``canonical_colors``, ``counterfactual_pairs``,
+            ``held_out_pairs``, ``held_out``).
         capshapes_train_options: :class:`CapShapes` arguments for the training split only,
             over ``capshapes_options``: a training distribution that differs from the one
             evaluated on (e.g. fewer objects per scene, more colour words per caption).
