@@ -147,3 +147,31 @@ def test_evaluate_scores_scenes_of_a_chosen_kind(lcoins_ckpt, tmp_path):
     captions.write_text(json.dumps(records))
     scores = evaluate_captions(lcoins_ckpt, captions, folder, batch_size=2)
     assert 0 < scores["psnr"] < 60 and "manipulation_accuracy" not in scores
+
+
+def test_unseen_pair_consistency_counts_the_held_out_objects(lcoins_ckpt):
+    from lcoins.evaluate import unseen_pair_consistency
+
+    scores = unseen_pair_consistency(lcoins_ckpt, {"circle": ["green"], "heart": ["blue"]}, 16, 8)
+    assert scores["held_out_objects"] > 0 and scores["seen_objects"] > 0
+    for key in ("held_out_consistency", "seen_consistency"):
+        assert 0 <= scores[key] <= 1
+
+
+def test_lpips_is_computed_with_local_weights_and_kept_out_of_checkpoints(lcoins_ckpt, tmp_path):
+    import torchvision
+
+    from lcoins.evaluate import evaluate
+
+    weights = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
+    scores = evaluate(lcoins_ckpt, scenes=4, batch_size=4, lpips_weights=str(weights))
+    assert scores["lpips"] >= 0 and "psnr" in scores
+    module = LCoInsModule.load_from_checkpoint(lcoins_ckpt, lpips_weights=str(weights))
+    checkpoint = {"state_dict": module.state_dict()}
+    assert any("_lpips." in k for k in checkpoint["state_dict"])
+    module.on_save_checkpoint(checkpoint)
+    assert not any("_lpips." in k for k in checkpoint["state_dict"])
+    plain = LCoInsModule.load_from_checkpoint(lcoins_ckpt)  # no LPIPS: loads strictly
+    plain.load_state_dict(checkpoint["state_dict"])
+    assert "lpips_weights" not in plain.hparams

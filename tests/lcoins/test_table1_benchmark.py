@@ -5,6 +5,7 @@ numbers (results redirected to the test's folder)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lcoins.module import LCoInsModule
 from tests.lcoins.components import TINY_CONFIG
@@ -21,7 +22,9 @@ def test_rows_are_the_ablations_with_the_papers_numbers(tmp_path, monkeypatch):
             "write_results",
             lambda name, rows, md: written.update(rows=rows, md=md) or ("", ""),
         )
-        bench.main(["--steps", "2", "--scenes", "4", "--rows", "W/o GE", "W/o CL"])
+        bench.main(
+            ["--steps", "2", "--scenes", "4", "--rows", "W/o GE", "W/o CL", "--unseen-steps", "2"]
+        )
     rows = {r["model"]: r for r in written["rows"]}
     assert list(rows) == ["W/o GE", "W/o CL"]
     for label, row in rows.items():
@@ -35,6 +38,16 @@ def test_rows_are_the_ablations_with_the_papers_numbers(tmp_path, monkeypatch):
             tmp_path / "runs" / folder / "checkpoints" / "last.ckpt"
         )
         assert module.hparams[switch] in (False, 0.0)
-    assert "Table 1" in written["md"]
+    assert "Table 1" in written["md"] and "Unseen colour-shape pairs" in written["md"]
+    held = LCoInsModule.load_from_checkpoint(
+        tmp_path / "runs" / "held-out-pairs" / "checkpoints" / "last.ckpt"
+    )
+    assert held.hparams.group_tokens  # the full model, on scenes without the held-out pairs
+    blob = torch.load(
+        tmp_path / "runs" / "held-out-pairs" / "checkpoints" / "last.ckpt", weights_only=False
+    )
+    assert (
+        blob["datamodule_hyper_parameters"]["capshapes_options"]["held_out_pairs"] == bench.HELD_OUT
+    )
     with pytest.raises(SystemExit):
         bench.main(["--rows", "W/o XX"])

@@ -6,7 +6,11 @@ on CapShapes scenes the caption consistency and caption-manipulation accuracy.
   word, ``{"min_objects": 2, "shared_noun_prob": 1.0}``), through the module's own metrics
   (Lightning's ``validate``/``test`` loop);
 * :func:`evaluate_captions` scores it on a captioned dataset of the user's (any caption file
-  the core reads: the release's ``[[file, caption], ...]``, COCO, JSON lines).
+  the core reads: the release's ``[[file, caption], ...]``, COCO, JSON lines);
+* :func:`unseen_pair_consistency`: for a model trained without some colour-shape pairs
+  (CapShapes ``held_out_pairs``), the caption consistency of the objects that show those pairs
+  beside that of the other named objects of the same scenes (Fig. 1, "unobserved
+  correspondences").
 
 ::
 
@@ -23,11 +27,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
 
+from chromalab.color import rgb_to_l_ab
+from chromalab.data import CapShapes
+from chromalab.metrics import CaptionConsistency
 from lcoins.datamodule import LCoInsDataModule
 from lcoins.module import LCoInsModule
 
-__all__ = ["evaluate", "evaluate_captions", "main"]
+__all__ = ["evaluate", "evaluate_captions", "main", "unseen_pair_consistency"]
 
 Split = Literal["val", "test"]
 
@@ -102,6 +111,38 @@ def evaluate_captions(
         batch_size=batch_size,
     )
     return _run(module, data, "val", progress)
+
+
+@torch.no_grad()
+def unseen_pair_consistency(
+    ckpt: str | Path,
+    held_out_pairs: Mapping[str, Sequence[str]],
+    scenes: int = 512,
+    batch_size: int = 64,
+    seed: int = 2,
+) -> dict[str, float]:
+    """Caption consistency on CapShapes scenes in which every object of a held-out shape shows
+    one of its held-out colours: ``held_out_consistency`` over the named objects showing a
+    held-out pair, ``seen_consistency`` over the other named objects, and their counts."""
+    module = _load(ckpt, None).eval()
+    size = int(module.hparams.image_size)
+    data = CapShapes(
+        length=scenes, size=size, seed=seed, held_out_pairs=dict(held_out_pairs), held_out="only"
+    )
+    held, seen = CaptionConsistency(), CaptionConsistency()
+    for batch in DataLoader(data, batch_size=batch_size):
+        l, _ = rgb_to_l_ab(batch["rgb"].to(module.device))
+        pred = module.colorize(l, list(batch["caption"])).cpu()
+        named, unseen = batch["mentioned"], batch["held_out"]
+        args = (batch["masks"], batch["color_ids"])
+        held.update(pred, *args, named & unseen, batch["level"])
+        seen.update(pred, *args, named & ~unseen, batch["level"])
+    return {
+        "held_out_consistency": float(held.compute()["accuracy"]),
+        "held_out_objects": int(held.total[0]),
+        "seen_consistency": float(seen.compute()["accuracy"]),
+        "seen_objects": int(seen.total[0]),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

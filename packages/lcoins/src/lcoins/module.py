@@ -39,7 +39,7 @@ from chromalab.color import denormalize_ab, normalize_ab
 from chromalab.io import recombine
 from chromalab.metrics import LPIPS
 from chromalab.metrics.perceptual import psnr_ssim_metrics
-from chromalab.modules import SceneCaptionMetrics
+from chromalab.modules import SceneCaptionMetrics, StagedEvaluation
 from chromalab.text import random_color_swap
 from lcoins.encoders import TextEncoder, build_vit, load_text_weights, load_vit_weights
 from lcoins.grouping import GroupSlots
@@ -51,7 +51,12 @@ __all__ = ["LCoInsModule"]
 logger = logging.getLogger(__name__)
 
 
-class LCoInsModule(SceneCaptionMetrics, pl.LightningModule):
+def _is_lpips(key: str) -> bool:
+    """A state-dict key of the LPIPS metric's network."""
+    return key.startswith("metrics.") and "_lpips." in key
+
+
+class LCoInsModule(SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
     """L-CoIns as a LightningModule. Defaults are the paper's and its release's.
 
     Args:
@@ -88,7 +93,8 @@ class LCoInsModule(SceneCaptionMetrics, pl.LightningModule):
             default).
         activation_checkpointing: recompute activations in the backward pass (less memory).
         lpips_weights: local AlexNet weights file for LPIPS in validation and test
-            (:class:`chromalab.metrics.LPIPS`); without it LPIPS is not computed.
+            (:class:`chromalab.metrics.LPIPS`); without it LPIPS is not computed. Not stored
+            in checkpoints: give it again to ``validate``/``test`` (``--model.lpips_weights``).
         manipulation_seed: seed of the colour swaps of the manipulation metric.
     """
 
@@ -133,7 +139,9 @@ class LCoInsModule(SceneCaptionMetrics, pl.LightningModule):
                 "text_options change the text encoder's architecture: they need "
                 "text_pretrained false (its pretrained weights would not fit)"
             )
-        self.save_hyperparameters()
+        # LPIPS is a fixed metric network of this machine's files, not part of the model: kept
+        # out of the hyperparameters and of checkpoints, so they load where its weights are not
+        self.save_hyperparameters(ignore=["lpips_weights"])
         self.network = LCoInsNetwork(
             image_encoder=build_vit(image_encoder, image_size, image_options),
             text_encoder=TextEncoder(
@@ -191,8 +199,16 @@ class LCoInsModule(SceneCaptionMetrics, pl.LightningModule):
             load_text_weights(self.network.text_encoder)
             logger.info("text encoder weights loaded from %s", self.network.text_encoder.source)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if _is_lpips(k)]:
+            del state[key]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._restored = True
+        state = checkpoint.get("state_dict")
+        if state is not None:  # this model's own LPIPS network, if it has one
+            state.update({k: v for k, v in self.state_dict().items() if _is_lpips(k)})
 
     # ------------------------------------------------------------------------- training
     def _generator(self, batch_idx: int, purpose: int) -> torch.Generator:
@@ -252,7 +268,7 @@ class LCoInsModule(SceneCaptionMetrics, pl.LightningModule):
         return terms["loss"]
 
     # ------------------------------------------------------------------------- evaluation
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def evaluate_batch(self, batch: dict, stage: str) -> None:
         l, captions = batch["l"], list(batch["caption"])
         out = self(l, captions)
         size = l.shape[0]
@@ -266,7 +282,7 @@ class LCoInsModule(SceneCaptionMetrics, pl.LightningModule):
         if "masks" in batch:
             self.update_scene_metrics(batch, ab, lambda c: self.colorize(l, c), stage)
 
-    def _log_metrics(self, stage: str) -> None:
+    def log_stage_metrics(self, stage: str) -> None:
         image = self.metrics[f"{stage}_image"]
         if not image["psnr"].update_called and self.trainer.world_size == 1:
             return
@@ -280,20 +296,6 @@ class LCoInsModule(SceneCaptionMetrics, pl.LightningModule):
         caption = self.scene_scores(stage, scenes)
         if caption:
             self.log_dict({f"{stage}/{k}": v for k, v in caption.items()})
-
-    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
-        if batch is not None:
-            self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def test_step(self, batch: dict | None, batch_idx: int) -> None:
-        if batch is not None:
-            self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         """``rgb``: the colorization (input L and predicted ab); ``ab``: the prediction;
