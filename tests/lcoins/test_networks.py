@@ -101,11 +101,42 @@ def test_without_the_counter_color_loss_there_is_no_second_pass(monkeypatch):
     module = _tiny_module(beta=0.0)
     calls = []
     real = module.network.forward
-    monkeypatch.setattr(module.network, "forward", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(module.network, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     batch = _batch()
     terms = module.losses(batch["l"], batch, 0)
     assert len(calls) == 1 and "counter" not in terms
     assert terms["loss"] == terms["regression"]
+
+
+def test_the_shared_image_tokens_give_the_gradients_of_two_full_passes():
+    """The counter-colour pass reuses the first pass's ViT tokens and skips the upsampler: the
+    loss and every gradient equal those of two independent full forward passes."""
+    from chromalab.color import normalize_ab
+    from lcoins.losses import counter_color_loss, smooth_l1, total_loss
+
+    torch.manual_seed(0)
+    module = _tiny_module(freeze_text_encoder=True).train()
+    batch = _batch()
+    l = module.training_input(batch, 0)
+    captions = list(batch["caption"])
+    swapped, _ = module.counter_captions(captions, 0)  # both captions have colour words
+    out, other = module(l, captions), module(l, swapped)
+    counter = counter_color_loss(
+        out.counter_language, out.words, out.counter_groups,
+        other.counter_language, other.words, other.counter_groups,
+    ).mean()  # fmt: skip
+    regression = smooth_l1(out.ab, normalize_ab(batch["ab"]))
+    reference = total_loss(regression, counter, 1.0, -1e-4)
+    reference.backward()
+    expected = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad(set_to_none=True)
+    terms = module.losses(l, batch, 0)
+    terms["loss"].backward()
+    torch.testing.assert_close(terms["loss"], reference, atol=1e-7, rtol=1e-6)
+    got = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-7, rtol=1e-5, msg=name)
 
 
 def test_the_counter_captions_replace_colour_words_reproducibly():

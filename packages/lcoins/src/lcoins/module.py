@@ -9,7 +9,9 @@ Awareness", CVPR 2023.
 * Network: :class:`lcoins.networks.LCoInsNetwork`.
 * Loss (§3.7, :mod:`lcoins.losses`): ``α L_δ + β L_ctr``; ``L_ctr`` needs a second forward
   pass of the same augmented image with the caption's colour words replaced
-  (:func:`chromalab.text.random_color_swap`), over the samples whose caption has a colour word.
+  (:func:`chromalab.text.random_color_swap`), over the samples whose caption has a colour word;
+  the ViT's image tokens are computed once for both passes, and the second pass skips the
+  upsampler.
 * Randomness of a training step (augmentation, colour swaps) comes from generators seeded by
   ``augmentation_seed``, the step, the batch index and the rank, so a run resumed from a
   checkpoint draws what the uninterrupted run drew.
@@ -241,14 +243,16 @@ class LCoInsModule(SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
         """``regression`` (Eq. 13), ``counter`` (Eq. 15, mean over the samples with a colour
         word; absent when none has one or ``beta`` is 0) and ``loss`` (Eq. 16)."""
         captions = list(batch["caption"])
-        out = self(l, captions)
+        image = self.network.encode_image(l)  # shared by both passes
+        out = self.network(l, *self.encode(captions, l.shape[0]), image=image)
         regression = smooth_l1(out.ab, normalize_ab(batch["ab"]), self.hparams.delta)
         terms = {"regression": regression}
         counter = None
         if self.hparams.beta != 0:
             swapped, changed = self.counter_captions(captions, batch_idx)
             if bool(changed.any()):
-                other = self(l, swapped)
+                ids, words = self.encode(swapped, l.shape[0])
+                other = self.network(l, ids, words, image=image, decode=False)
                 per_sample = counter_color_loss(
                     out.counter_language, out.words, out.counter_groups,
                     other.counter_language, other.words, other.counter_groups,

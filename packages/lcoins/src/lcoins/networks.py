@@ -48,7 +48,8 @@ class LCoInsOutput:
     """What :meth:`LCoInsNetwork.forward` returns.
 
     Attributes:
-        ab: predicted ``ab / 110`` ``(B, 2, H, W)`` in ``[-1, 1]`` (Eq. 10).
+        ab: predicted ``ab / 110`` ``(B, 2, H, W)`` in ``[-1, 1]`` (Eq. 10); ``None`` from a
+            pass run with ``decode=False``.
         image_tokens: ``Z_img^{L+1}`` ``(B, N_I, C)``.
         language_tokens: ``Z_lag^{L+1}`` ``(B, N_L, C)``.
         words: ``(B, N_L)``, True at real (not padded) caption tokens.
@@ -61,7 +62,7 @@ class LCoInsOutput:
         counter_groups: ``R_grp`` ``(B, N_G, D)`` (from the image tokens without groups).
     """
 
-    ab: Tensor
+    ab: Tensor | None
     image_tokens: Tensor
     language_tokens: Tensor
     words: Tensor
@@ -183,25 +184,46 @@ class LCoInsNetwork(nn.Module):
             )
         return ((l / L_SCALE).expand(-1, 3, -1, -1) - self.pixel_mean) / self.pixel_std
 
-    def tokens(self, l: Tensor, ids: Tensor, words: Tensor) -> tuple[Tensor, TokenLayout]:
-        """``[T̃_img; T̃_lag; T̃_grp]`` ``(B, N, C)`` (§3.3, Eq. 3) and their layout."""
+    def encode_image(self, l: Tensor) -> Tensor:
+        """The image tokens ``T_img`` ``(B, N_I, C)``: the ViT's patch tokens of ``l`` mapped
+        to the shared width (before the modal-type embedding)."""
         features = self.image_encoder.forward_features(self.image_input(l))
-        image = self.image_map(features[:, self.image_encoder.num_prefix_tokens :])
+        return self.image_map(features[:, self.image_encoder.num_prefix_tokens :])
+
+    def tokens(
+        self, l: Tensor, ids: Tensor, words: Tensor, image: Tensor | None = None
+    ) -> tuple[Tensor, TokenLayout]:
+        """``[T̃_img; T̃_lag; T̃_grp]`` ``(B, N, C)`` (§3.3, Eq. 3) and their layout; ``image``:
+        this ``l``'s :meth:`encode_image`, when already computed."""
+        if image is None:
+            image = self.encode_image(l)
         language = self.text_map(self.text_encoder(ids, words))
         group = self.group_tokens.expand(l.shape[0], -1, -1)
         kinds = self.modal_type.weight
         z = torch.cat((image + kinds[0], language + kinds[1], group + kinds[2]), dim=1)
         return z, TokenLayout(image.shape[1], language.shape[1], self.num_groups)
 
-    def forward(self, l: Tensor, ids: Tensor, words: Tensor) -> LCoInsOutput:
+    def forward(
+        self,
+        l: Tensor,
+        ids: Tensor,
+        words: Tensor,
+        image: Tensor | None = None,
+        decode: bool = True,
+    ) -> LCoInsOutput:
         """Run L-CoIns on lightness ``l`` ``(B, 1, H, W)`` in ``[0, 100]`` and caption tokens
-        ``ids`` ``(B, T)`` with their mask ``words`` ``(B, T)`` (True at real tokens)."""
-        z, layout = self.tokens(l, ids, words)
+        ``ids`` ``(B, T)`` with their mask ``words`` ``(B, T)`` (True at real tokens).
+
+        ``image``: :meth:`encode_image` of ``l`` when already computed (the counter-colour pass
+        of §3.7 runs the same image with another caption: the ViT runs once for both, which
+        gives the same gradients). ``decode=False`` skips the upsampler (``ab`` is ``None``),
+        for a pass whose colours are not used."""
+        z, layout = self.tokens(l, ids, words, image)
         z = self.transformer(z, layout, words)
         image, language, group = layout.split(z)
         h, w = l.shape[2] // self.patch, l.shape[3] // self.patch
         grid = image.transpose(1, 2).reshape(l.shape[0], -1, h, w)  # F_rsp
-        ab = self.upsampler(grid)  # Eq. 10
+        ab = self.upsampler(grid) if decode else None  # Eq. 10
         if self.grouping is not None:
             merged, assignment = self.grouping(image, group)  # Eq. 11-12
             counter = self.counter_groups(merged)
