@@ -1,0 +1,116 @@
+"""The pixel-space losses of L-CAD's luminance-guided compression (§3.2, Eq. 3-4).
+
+Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+
+* Eq. 3, the artifact map: ``M_hw = Σ_{p∈Ω(h,w)} ((δ_p - μ)/N_win)²`` with
+  ``μ = Σ_{p∈Ω(h,w)} δ_p / N_win²``, i.e. the variance of the residual ``δ = x - x̃`` over the
+  ``N_win x N_win`` window ``Ω(h, w)`` centred on each pixel. Choices where the paper is silent:
+  ``δ`` is the residual averaged over the colour channels (the map has no channel index);
+  windows are cut at the image border (the variance of the pixels inside the image, as
+  :func:`torch.nn.functional.avg_pool2d` with ``count_include_pad=False`` gives it); the map is
+  a weight, not a path for gradients (detached, as in LDL, Liang et al., CVPR 2022, which the
+  paper follows); ``N_win = 7`` is LDL's window.
+* ``L_rec = ‖M ⊙ (x - x̃)‖₁``, averaged over pixels and channels.
+* ``L_dis``: the hinge GAN loss of a patch discriminator (:class:`PatchDiscriminator`); the
+  generator's term is ``-mean D(x̃)``.
+* Eq. 4: ``L_pix = L_rec + α L_dis + β L_per`` with ``α = 1``, ``β = 0.5``
+  (:func:`pixel_loss`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "PatchDiscriminator",
+    "artifact_map",
+    "discriminator_hinge_loss",
+    "generator_hinge_loss",
+    "pixel_loss",
+    "reconstruction_loss",
+]
+
+
+def artifact_map(target: Tensor, output: Tensor, window: int = 7) -> Tensor:
+    """Eq. 3: the local variance ``(B, 1, H, W)`` of the channel-mean residual
+    ``target - output`` (both ``(B, C, H, W)``) over ``window x window`` windows (odd)."""
+    if target.shape != output.shape or target.dim() != 4:
+        raise ValueError(
+            f"expected two (B, C, H, W) images of one shape, got {tuple(target.shape)} and "
+            f"{tuple(output.shape)}"
+        )
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd size, got {window}")
+    delta = (target.float() - output.float()).mean(1, keepdim=True)
+    pool = dict(kernel_size=window, stride=1, padding=window // 2, count_include_pad=False)
+    mean = F.avg_pool2d(delta, **pool)
+    # E[δ²] - E[δ]² in one pass over the image (no unfolded window copies); rounding can take
+    # it a hair below 0 where the window is flat
+    return (F.avg_pool2d(delta * delta, **pool) - mean * mean).clamp_min(0)
+
+
+def reconstruction_loss(target: Tensor, output: Tensor, window: int = 7) -> Tensor:
+    """``L_rec = mean |M ⊙ (x - x̃)|`` with the artifact map ``M`` of Eq. 3 (detached)."""
+    with torch.no_grad():
+        weight = artifact_map(target, output, window)
+    return (weight * (target.float() - output.float())).abs().mean()
+
+
+def discriminator_hinge_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """The discriminator's hinge loss on its logits for real and generated images."""
+    return 0.5 * (F.relu(1 - real.float()).mean() + F.relu(1 + fake.float()).mean())
+
+
+def generator_hinge_loss(fake: Tensor) -> Tensor:
+    """``L_dis`` of Eq. 4 for the generator: ``-mean D(x̃)``."""
+    return -fake.float().mean()
+
+
+def pixel_loss(
+    rec: Tensor,
+    dis: Tensor | None,
+    per: Tensor | None,
+    alpha: float = 1.0,
+    beta: float = 0.5,
+) -> Tensor:
+    """Eq. 4: ``L_rec + α L_dis + β L_per`` (a missing term counts 0)."""
+    total = rec
+    if dis is not None and alpha:
+        total = total + alpha * dis
+    if per is not None and beta:
+        total = total + beta * per
+    return total
+
+
+class PatchDiscriminator(nn.Module):
+    """A PatchGAN discriminator (Isola et al., CVPR 2017): ``layers`` 4x4 stride-2
+    convolutions (channels doubled, at most 8x ``channels``), one 4x4 stride-1 convolution and a
+    1-channel 4x4 head; one logit per overlapping patch. Normalization: GroupNorm, so a
+    sample's logits do not depend on the rest of its batch (DDP ranks see different batches).
+    """
+
+    def __init__(self, in_channels: int = 3, channels: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [
+            nn.Conv2d(in_channels, channels, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        width = channels
+        for i in range(1, layers + 1):
+            out = channels * min(2**i, 8)
+            stride = 2 if i < layers else 1
+            blocks += [
+                nn.Conv2d(width, out, 4, stride=stride, padding=1, bias=False),
+                nn.GroupNorm(min(32, out // 4), out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            width = out
+        blocks.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))
+        self.layers = nn.Sequential(*blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Patch logits ``(B, 1, h, w)`` of images ``x`` ``(B, C, H, W)``."""
+        return self.layers(x)

@@ -1,0 +1,91 @@
+"""L-CAD's pixel-space losses against direct transcriptions of the paper's equations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lcad.losses import (
+    PatchDiscriminator,
+    artifact_map,
+    discriminator_hinge_loss,
+    generator_hinge_loss,
+    pixel_loss,
+    reconstruction_loss,
+)
+
+
+def _eq3(target: torch.Tensor, output: torch.Tensor, window: int) -> torch.Tensor:
+    """Eq. 3 pixel by pixel: the window's mean, then the sum of squared deviations / N_win²,
+    over the window's pixels inside the image."""
+    delta = (target - output).double().mean(1)
+    b, h, w = delta.shape
+    r = window // 2
+    out = torch.zeros(b, 1, h, w, dtype=torch.float64)
+    for n in range(b):
+        for i in range(h):
+            for j in range(w):
+                patch = delta[n, max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1]
+                count = patch.numel()  # N_win² inside the image, fewer at the border
+                mu = patch.sum() / count
+                out[n, 0, i, j] = ((patch - mu) ** 2).sum() / count
+    return out
+
+
+@pytest.mark.parametrize("window", [3, 7])
+def test_artifact_map_is_eq_3(window):
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 11, 9), torch.rand(2, 3, 11, 9)
+    torch.testing.assert_close(artifact_map(x, y, window).double(), _eq3(x, y, window),
+                               atol=1e-6, rtol=1e-5)  # fmt: skip
+
+
+def test_artifact_map_is_high_on_high_frequency_errors():
+    target = torch.zeros(1, 3, 32, 32)
+    output = target.clone()
+    output[..., 2:14, 2:14] = 0.3  # a flat shift: only its border varies
+    checker = (torch.arange(8)[:, None] + torch.arange(8)) % 2 * 0.3
+    output[..., 20:28, 20:28] = checker  # a checkerboard artifact
+    m = artifact_map(target, output)
+    assert m[..., 6:10, 6:10].max() < 1e-6  # inside the flat shift
+    assert m[..., 22:26, 22:26].min() > 0.015  # the checkerboard: variance near 0.3² / 4
+    assert (artifact_map(target, target) == 0).all()
+
+
+def test_reconstruction_loss_weights_the_l1_error_by_the_detached_map():
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 16, 16)
+    y = torch.rand(2, 3, 16, 16, requires_grad=True)
+    loss = reconstruction_loss(x, y, 5)
+    expected = (_eq3(x, y.detach(), 5).float() * (x - y.detach())).abs().mean()
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-7, rtol=1e-5)
+    loss.backward()
+    weight = artifact_map(x, y.detach(), 5)
+    grad = -(weight * torch.sign(x - y.detach())) / x.numel()  # d/dy of mean |M (x - y)|
+    torch.testing.assert_close(y.grad, grad.expand_as(x), atol=1e-9, rtol=1e-5)
+
+
+def test_hinge_losses_and_eq_4():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.5])
+    # relu(1 - real) = [0, .5]; relu(1 + fake) = [0, 1.5]
+    assert discriminator_hinge_loss(real, fake).item() == pytest.approx(0.5 * (0.25 + 0.75))
+    assert generator_hinge_loss(fake).item() == pytest.approx(0.75)
+    rec, dis, per = torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0)
+    assert pixel_loss(rec, dis, per).item() == pytest.approx(1 + 2 + 0.5 * 4)
+    assert pixel_loss(rec, None, None).item() == 1.0
+
+
+def test_artifact_map_rejects_bad_input():
+    with pytest.raises(ValueError, match="odd"):
+        artifact_map(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), 4)
+    with pytest.raises(ValueError, match="one shape"):
+        artifact_map(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+
+
+def test_patch_discriminator_gives_one_logit_per_patch_independent_of_the_batch():
+    torch.manual_seed(0)
+    d = PatchDiscriminator(channels=8, layers=3)
+    x = torch.rand(3, 3, 64, 64)
+    logits = d(x)
+    assert logits.shape == (3, 1, 6, 6)
+    torch.testing.assert_close(d(x[:1]), logits[:1])  # GroupNorm: no batch statistics
