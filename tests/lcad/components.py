@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 
 def tiny_vae(seed: int = 0, layers: int = 2) -> AutoencoderKL:
@@ -26,3 +26,25 @@ def tiny_vae(seed: int = 0, layers: int = 2) -> AutoencoderKL:
         for p in vae.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return vae.eval()
+
+
+def tiny_unet(seed: int = 0, heads: int = 2) -> UNet2DConditionModel:
+    """A 2-level UNet2DConditionModel (cross-attention in the first down and last up block)
+    with random, non-trivial weights: a stand-in for Stable Diffusion's UNet."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        cross_attention_dim=12,
+        attention_head_dim=8 // heads,
+        norm_num_groups=4,
+    )
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return unet.eval()

@@ -1,0 +1,89 @@
+"""Channel-extended convolutions (L-CAD §3.3, Eq. 5) on a diffusers UNet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lcad.cec import ChannelExtendedConv2d, LuminancePyramid, LuminanceUNet
+from tests.lcad.components import tiny_unet
+
+
+def _inputs(b: int = 2, h: int = 8, w: int = 12):
+    torch.manual_seed(5)
+    return (
+        torch.randn(b, 4, h, w),
+        torch.tensor([10, 700][:b]),
+        torch.randn(b, 5, 12),
+        torch.randn(b, 6, h, w),  # luminance features at the latent's resolution
+    )
+
+
+def test_cec_is_eq_5_one_convolution_over_the_extended_channels():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1)
+    cec = ChannelExtendedConv2d(conv, 6)
+    nn.init.normal_(cec.extension.weight)
+    f, y = torch.randn(2, 8, 10, 14), torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        cec.luminance = LuminancePyramid(y)
+        ours = cec(f)
+        resized = F.interpolate(y, size=(10, 14), mode="bilinear")
+        weight = torch.cat((conv.weight, cec.extension.weight), dim=1)  # [W_fix, W_ext]
+        eq5 = F.conv2d(torch.cat((f, resized), dim=1), weight, conv.bias, padding=1)
+    torch.testing.assert_close(ours, eq5, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cec", ["all_down", "first"])
+def test_the_untrained_model_is_the_pretrained_unet_exactly(cec):
+    unet = tiny_unet()
+    x, t, text, lum = _inputs()
+    with torch.no_grad():
+        expected = unet(x, t, text).sample
+        model = LuminanceUNet(unet, luminance_channels=6, cec=cec)
+        with model.luminance(lum):
+            got = model(x, t, text)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(("cec", "count"), [("all_down", 2), ("first", 1)])
+def test_the_luminance_reaches_the_output_through_every_extension(cec, count):
+    model = LuminanceUNet(tiny_unet(), luminance_channels=6, cec=cec)
+    convs = list(model.extended())
+    assert len(convs) == count
+    x, t, text, lum = _inputs()
+    for conv in convs:
+        nn.init.normal_(conv.extension.weight, std=0.1)
+    with model.luminance(lum):
+        out = model(x, t, text)
+    out.square().mean().backward()
+    for conv in convs:
+        assert conv.extension.weight.grad.abs().sum() > 0
+    with torch.no_grad(), model.luminance(lum * 0):
+        assert not torch.allclose(model(x, t, text), out)
+
+
+def test_luminance_is_held_only_inside_its_block_and_follows_cfg_batches():
+    model = LuminanceUNet(tiny_unet(), luminance_channels=6)
+    x, t, text, lum = _inputs(b=1)
+    for conv in model.extended():
+        nn.init.normal_(conv.extension.weight, std=0.1)
+    with torch.no_grad():
+        with model.luminance(lum):
+            single = model(x, t, text)
+            doubled = model(torch.cat((x, x)), torch.cat((t, t)), torch.cat((text, text)))
+        torch.testing.assert_close(doubled, torch.cat((single, single)))
+        with pytest.raises(RuntimeError, match="needs luminance features"):
+            model(x, t, text)
+
+
+def test_pyramid_resizes_each_resolution_once():
+    y = torch.randn(1, 3, 8, 8)
+    pyramid = LuminancePyramid(y)
+    a = pyramid.at((4, 4), 1)
+    torch.testing.assert_close(a, F.avg_pool2d(y, 2))  # area averaging
+    assert pyramid.at((4, 4), 1) is a
+    with pytest.raises(ValueError, match="a batch of 3"):
+        LuminancePyramid(torch.randn(2, 3, 8, 8)).at((4, 4), 3)
