@@ -4,12 +4,12 @@
 predicted ab inside the object's mask, classified by its nearest lexicon centre among the
 CapShapes chromatic colours (:data:`chromalab.text.CHROMATIC_COLORS`). Accuracies are reported
 for objects the caption mentions, per description level of L-CAD (Chang et al., NeurIPS 2023,
-``lcad-any-level-descriptions-diffusion-priors.txt``: complete, partial, scarce), and for
+arXiv:2310.15277: complete, partial, scarce), and for
 unmentioned objects whose colour is their shape's canonical one (what a colour prior can get).
 
 :func:`manipulate_batch` and :func:`manipulation_accuracy` automate the caption-manipulation
 study of FiLM (Manjunatha et al., NAACL 2018, Sec. 3 "Caption manipulation",
-``film_color-learning-to-color-from-language.txt``): swap the colour words of the captions,
+arXiv:1804.06026): swap the colour words of the captions,
 colorize again, and measure how often the objects take the NEW colours.
 
 :func:`output_grid_ceiling` is the best consistency a network can be measured at when its
