@@ -26,6 +26,7 @@ from chromalab.text import (
     find_color_words,
     nearest_color_ids,
     random_color_swap,
+    remove_color_words,
     sample_level,
     swap_color_words,
 )
@@ -335,3 +336,40 @@ class TestDescribeScene:
             describe_scene(
                 [SceneObject("circle", 42, (0.5, 0.5))], None, "complete", random.Random(0)
             )
+
+
+@pytest.mark.parametrize(
+    ("caption", "scarce"),
+    [
+        ("a red circle and a blue square", "a circle and a square"),
+        ("an orange ball", "a ball"),
+        ("a red apple on a striped green background", "an apple on a striped background"),
+        ("the left circle is red and the right circle is blue, and the background is green",
+         "the left circle and the right circle, and the background"),
+        ("a red, white and blue flag", "a flag"),
+        ("A man in a GRAY suit.", "A man in a suit."),
+        ("Red-haired woman", "haired woman"),
+        ("a shape", "a shape"),
+        ("Pink", ""),
+    ],
+)  # fmt: skip
+def test_remove_color_words(caption, scarce):
+    assert remove_color_words(caption) == scarce
+
+
+def test_removing_colours_from_scene_captions_leaves_every_noun_and_no_colour():
+    rng = random.Random(0)
+    for trial in range(200):
+        n = 1 + trial % 4
+        objects = [
+            SceneObject(
+                rng.choice(NOUNS), rng.choice(CHROMATIC_COLORS), (rng.random(), rng.random())
+            )
+            for _ in range(n)
+        ]
+        caption, _ = describe_scene(objects, (color_index("gray"), "striped"), "complete", rng)
+        scarce = remove_color_words(caption)
+        assert find_color_words(scarce) == [], (caption, scarce)
+        for obj in objects:
+            assert obj.noun in scarce or obj.noun[:-1] in scarce, (caption, scarce)
+        assert "  " not in scarce and " ," not in scarce

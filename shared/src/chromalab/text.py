@@ -50,6 +50,7 @@ __all__ = [
     "find_color_words",
     "nearest_color_ids",
     "random_color_swap",
+    "remove_color_words",
     "sample_level",
     "swap_color_words",
 ]
@@ -250,6 +251,51 @@ def swap_color_words(caption: str, mapping: Mapping[int, int]) -> str:
             last = end
     pieces.append(caption[last:])
     return "".join(pieces)
+
+
+_COPULA_BEFORE = re.compile(r"\s+(?:is|are|was|were)\s+$", re.IGNORECASE)
+_AFTER_COLOR = re.compile(r"[\s-]*")
+_COLOR_LIST = re.compile(r"\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+", re.IGNORECASE)
+
+
+def remove_color_words(caption: str) -> str:
+    """``caption`` without its colour words: a scarce-level description of the same content
+    (L-CAD's any-level training replaces complete and partial descriptions with scarce ones).
+
+    Attributive colours go with the space or hyphen after them (``"a red circle" -> "a circle"``,
+    ``"red-haired" -> "haired"``), predicative ones with their copula (``"the circle is red" ->
+    "the circle"``); an indefinite article before a removed word follows the next word
+    (``"an orange ball" -> "a ball"``); a list of colours goes as one (``"a red, white and blue
+    flag" -> "a flag"``); spaces are collapsed and a caption left with no word becomes ``""``.
+    Words of the colour lexicon go even where they name something else (``"an orange"``).
+    """
+    pieces: list[str] = []
+    last = 0
+    for start, end, _ in find_color_words(caption):
+        if start < last:  # swallowed with the previous word's trailing separators
+            continue
+        before = caption[last:start]
+        copula = _COPULA_BEFORE.search(before)
+        if copula is not None:
+            before = before[: copula.start()] + " "
+        last = _AFTER_COLOR.match(caption, end).end()
+        listed = _COLOR_LIST.match(caption, end)  # "red, white and blue": one span
+        if listed is not None and _COLOR_PATTERN.match(caption, listed.end()):
+            last = listed.end()
+        article = _ARTICLE_BEFORE.search(before)
+        following = re.match(r"\w+", caption[last:])
+        if (
+            article is not None
+            and following is not None
+            and not find_color_words(following.group(0))
+        ):
+            fixed = _match_case(_article(following.group(0)), article.group(1))
+            before = before[: article.start(1)] + fixed + before[article.end(1) :]
+        pieces.append(before)
+    pieces.append(caption[last:])
+    text = re.sub(r"\s+", " ", "".join(pieces))
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text).strip()
+    return text if re.search(r"\w", text) else ""
 
 
 def random_color_swap(
