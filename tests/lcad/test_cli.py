@@ -1,0 +1,92 @@
+"""The lcad package through its LightningCLI: the three stages chained on tiny configs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lcad.cli import CONFIGS, run, split_stage
+from lcad.module import LCADDiffusionModule
+from tests.training import fit
+
+
+def _config(stage: str) -> str:
+    return str(CONFIGS / f"tiny-{stage}.yaml")
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory) -> dict[str, Path]:
+    """Stage 0, 1 and 2 fitted in turn (2 steps each), each from the one before."""
+    root = tmp_path_factory.mktemp("lcad")
+    argv, sys.argv = sys.argv, ["lcad"]  # the module-scoped fixture runs before conftest's
+    try:
+        return _fit_stages(root)
+    finally:
+        sys.argv = argv
+
+
+def _fit_stages(root: Path) -> dict[str, Path]:
+    ckpts: dict[str, Path] = {}
+    ckpts["autoencoder"] = fit(run, _config("autoencoder"), root / "s0", "--stage", "autoencoder")
+    ckpts["compression"] = fit(
+        run, _config("compression"), root / "s1", "--stage", "compression",
+        "--model.vae_from", str(ckpts["autoencoder"]),
+    )  # fmt: skip
+    ckpts["diffusion"] = fit(
+        run, _config("diffusion"), root / "s2", "--stage=diffusion",
+        "--model.compression_from", str(ckpts["compression"]),
+    )  # fmt: skip
+    return ckpts
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_each_stage_starts_from_the_one_before(stages):
+    vae = {k: v for k, v in _state(stages["autoencoder"]).items() if k.startswith("vae.")}
+    stage1 = _state(stages["compression"])
+    for key, value in vae.items():  # frozen in stage 1: carried over unchanged
+        assert torch.equal(stage1[f"autoencoder.{key}"], value), key
+    stage2 = _state(stages["diffusion"])
+    for key, value in stage1.items():
+        if key.startswith("autoencoder."):
+            assert torch.equal(stage2[key], value), key
+    encoder = [k for k in stage1 if "luminance_encoder.zero_convs" in k and k.endswith("weight")]
+    assert any(stage1[k].abs().sum() > 0 for k in encoder)  # stage 1 trained its projections
+
+
+def test_validate_and_predict_the_diffusion_stage(stages, tmp_path):
+    common = ["--stage", "diffusion", "--config", _config("diffusion"), "--ckpt_path",
+              str(stages["diffusion"]), "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    metrics = run(["validate", *common]).trainer.callback_metrics
+    for key in ("psnr", "ssim", "loss", "caption_consistency", "manipulation_accuracy"):
+        assert f"val/{key}" in metrics, key
+    predictions = run(["predict", *common]).trainer.predict_loop.predictions
+    rgb = predictions[0]["rgb"]
+    assert rgb.shape == (2, 3, 32, 32) and rgb.min() >= 0 and rgb.max() <= 1
+    module = LCADDiffusionModule.load_from_checkpoint(stages["diffusion"])  # no weight file needed
+    assert torch.equal(
+        module.unet.unet.conv_in.weight, _state(stages["diffusion"])["unet.unet.conv_in.weight"]
+    )
+
+
+def test_validate_the_compression_stage(stages, tmp_path):
+    args = ["validate", "--stage", "compression", "--config", _config("compression"),
+            "--ckpt_path", str(stages["compression"]), "--trainer.default_root_dir",
+            str(tmp_path)]  # fmt: skip
+    metrics = run(args).trainer.callback_metrics
+    assert 0 < float(metrics["val/psnr"]) < 100
+
+
+def test_stage_option():
+    assert split_stage(["fit", "--stage", "compression", "-c", "x"]) == (
+        "compression",
+        ["fit", "-c", "x"],
+    )
+    assert split_stage(["fit"])[0] == "diffusion"
+    with pytest.raises(SystemExit, match="must be one of"):
+        split_stage(["fit", "--stage", "vae"])
