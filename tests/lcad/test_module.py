@@ -66,15 +66,18 @@ def test_stage_1_discriminator_waits_for_its_start():
     assert terms["loss"] is terms["pixel"]
 
 
-@pytest.mark.parametrize("trainable", ["paper", "release"])
+@pytest.mark.parametrize("trainable", ["paper", "release", "all"])
 def test_stage_2_trains_the_extended_channels_or_the_release_set(trainable):
     module = _diffusion(trainable=trainable).train()
     module.training_step(_batch(), 0).backward()
     trained = {n for n, p in module.named_parameters() if p.grad is not None}
     extension = {n for n, _ in module.named_parameters() if n.endswith("extension.weight")}
     assert extension and extension <= trained
+    unet = {n for n, _ in module.named_parameters() if n.startswith("unet.")}
     if trainable == "paper":
         assert trained == extension
+    elif trainable == "all":
+        assert trained == unet
     else:
         assert any(".up_blocks." in n for n in trained) and any("conv_out" in n for n in trained)
         assert not any(".down_blocks." in n and "extension" not in n for n in trained)

@@ -54,7 +54,7 @@ __all__ = ["LCADAutoencoderModule", "LCADCompressionModule", "LCADDiffusionModul
 
 logger = logging.getLogger(__name__)
 
-Trainable = Literal["paper", "release"]
+Trainable = Literal["paper", "release", "all"]
 
 
 def _to_model(rgb: Tensor) -> Tensor:
@@ -355,7 +355,9 @@ class LCADDiffusionModule(SceneCaptionMetrics, _ImageMetrics, _Restorable):
             :class:`diffusers.DDPMScheduler` arguments.
         cec: ``"all_down"`` (the paper) or ``"first"`` (the release).
         trainable: ``"paper"``: only the extended channels ``W_ext`` (§3.3); ``"release"``:
-            also the UNet's up path and output, as the authors' release trains.
+            also the UNet's up path and output, as the authors' release trains; ``"all"``: the
+            whole UNet, for a UNet trained from scratch (the CPU configurations: without a
+            pretrained prior there is nothing to keep fixed).
         scarce_prob, uncond_prob: any-level replacement and caption-dropout probabilities.
         lr: Adam (§3.5: 5e-5).
         release_scale: the release's luminance input scaling.
@@ -391,8 +393,8 @@ class LCADDiffusionModule(SceneCaptionMetrics, _ImageMetrics, _Restorable):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if trainable not in ("paper", "release"):
-            raise ValueError(f"trainable must be 'paper' or 'release', got {trainable!r}")
+        if trainable not in ("paper", "release", "all"):
+            raise ValueError(f"trainable must be 'paper', 'release' or 'all', got {trainable!r}")
         for name, p in (("scarce_prob", scarce_prob), ("uncond_prob", uncond_prob)):
             if not 0 <= p <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -422,7 +424,10 @@ class LCADDiffusionModule(SceneCaptionMetrics, _ImageMetrics, _Restorable):
     # ------------------------------------------------------------------------- weights
     def trainable_parameters(self) -> list[nn.Parameter]:
         """``W_ext`` of the channel-extended convolutions (``paper``), plus the up blocks and
-        the output layers of the UNet and its whole input convolution (``release``)."""
+        the output layers of the UNet and its whole input convolution (``release``), or the
+        whole UNet (``all``)."""
+        if self.hparams.trainable == "all":
+            return list(self.unet.parameters())
         params = list(self.unet.extension_parameters())
         if self.hparams.trainable == "release":
             u = self.unet.unet
