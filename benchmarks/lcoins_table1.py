@@ -15,6 +15,8 @@ Columns, on CapShapes test scenes never seen in training:
   noun and differ by a position word ("the left circle is red and the right circle is blue"),
   for the full model and W/o GE;
 * training steps and minutes;
+* a reference row, ``no colour (ab = 0)``: the grey input itself, scored the same way (what a
+  model that has learned no colour gets);
 * unseen pairs (Fig. 1, "unobserved correspondences"): one more full model trained on scenes
   that never show the colour-shape pairs of :data:`HELD_OUT` (``--unseen-steps``, 0 to leave it
   out), scored by caption consistency on objects that show those pairs, beside the other named
@@ -38,11 +40,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 from _common import machine_description, markdown_table, write_results
+from torch.utils.data import DataLoader
 
+from chromalab.color import rgb_to_l_ab
+from chromalab.io import recombine
+from chromalab.metrics import CaptionConsistency
+from chromalab.metrics.perceptual import psnr_ssim_metrics
 from chromalab.runs import train_or_reuse, trained_steps
 from lcoins.cli import CONFIGS
 from lcoins.cli import run as lcoins_run
+from lcoins.datamodule import LCoInsDataModule
 from lcoins.evaluate import evaluate, evaluate_captions, unseen_pair_consistency
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +84,33 @@ HELD_OUT = {
 }
 #: Scenes for instance awareness: two or more objects, sharing a noun whenever possible.
 INSTANCES = {"min_objects": 2, "shared_noun_prob": 1.0}
+
+
+@torch.no_grad()
+def no_colour_reference(scenes: int, size: int) -> dict[str, object]:
+    """The grey input (ab = 0) scored like the rows, on the same CapShapes test scenes."""
+    data = LCoInsDataModule(
+        source="capshapes", capshapes_size=size, image_size=size, batch_size=64,
+        capshapes_val_length=scenes,
+    )  # fmt: skip
+    data.setup("test")
+    image, consistency = psnr_ssim_metrics(), CaptionConsistency()
+    loader = data.test_dataloader()
+    for batch in loader if isinstance(loader, DataLoader) else loader[0]:
+        l, ab = rgb_to_l_ab(batch["rgb"])
+        grey = torch.zeros_like(ab)
+        image.update(recombine(l, grey).clamp(0, 1), batch["rgb"])
+        consistency.update(grey, batch["masks"], batch["color_ids"], batch["mentioned"],
+                           batch["level"])  # fmt: skip
+    scores = image.compute()
+    return {
+        "model": "no colour (ab = 0)",
+        "PSNR": float(scores["psnr"]),
+        "SSIM": float(scores["ssim"]),
+        "LPIPS": "",
+        "caption consistency": float(consistency.compute()["accuracy"]),
+        "manipulation accuracy": "",
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -124,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         rows.append(row)
         print(row, flush=True)
+    size = int(yaml.safe_load(Path(CAPSHAPES).read_text())["model"]["image_size"])
+    reference = no_colour_reference(args.scenes, size)
+    rows.append({key: reference.get(key, "") for key in rows[0]})
     md = [
         "# L-CoIns Table 1 on CapShapes: the model and its ablations",
         "",

@@ -26,7 +26,10 @@ def test_rows_are_the_ablations_with_the_papers_numbers(tmp_path, monkeypatch):
             ["--steps", "2", "--scenes", "4", "--rows", "W/o GE", "W/o CL", "--unseen-steps", "2"]
         )
     rows = {r["model"]: r for r in written["rows"]}
-    assert list(rows) == ["W/o GE", "W/o CL"]
+    assert list(rows) == ["W/o GE", "W/o CL", "no colour (ab = 0)"]
+    grey = rows.pop("no colour (ab = 0)")
+    assert 5 < grey["PSNR"] < 60 and 0 <= grey["caption consistency"] <= 1
+    assert grey["train steps"] == "" and grey["paper PSNR"] == ""
     for label, row in rows.items():
         assert row["train steps"] == 2 and row["paper PSNR"] == bench.PAPER[label][0]
         assert 0 < row["PSNR"] < 60 and row["LPIPS"] == "no weights"
