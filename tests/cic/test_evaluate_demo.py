@@ -53,6 +53,18 @@ def test_train_or_reuse_reuses_and_resumes(tmp_path):
     assert trained_steps(ckpt) == 1  # started over
 
 
+def test_train_or_reuse_keeps_the_last_steps_of_a_run_ending_mid_epoch(tmp_path):
+    # 64 scenes of batch 4: 16 steps an epoch; checkpoints every 2 steps; 3 steps end between
+    # two checkpoints, mid-epoch, where Lightning saves nothing by itself
+    longer = ["--data.capshapes_train_length", "64"]
+    ckpt, _ = train_or_reuse(run, tmp_path / "run", TINY, 3, longer, progress=False,
+                             checkpoint_every=2)  # fmt: skip
+    assert trained_steps(ckpt) == 3
+    _, _ = train_or_reuse(run, tmp_path / "run", TINY, 5, longer, progress=False,
+                          checkpoint_every=2)  # fmt: skip
+    assert trained_steps(ckpt) == 5  # resumed from step 3, not from 2
+
+
 def test_demo_writes_the_report(tmp_path):
     index = demo.main(
         [

@@ -106,9 +106,14 @@ def train_or_reuse(
     argv, sys.argv = sys.argv, [sys.argv[0]]  # LightningCLI(args=...) must not see the caller's
     start = time.perf_counter()
     try:
-        run(args)
+        cli = run(args)
     finally:
         sys.argv = argv
+    trainer = getattr(cli, "trainer", None)
+    if trainer is not None and trained_steps(last) < trainer.global_step:
+        # ModelCheckpoint saves every `checkpoint_every` steps and at epoch ends; a run whose
+        # max_steps falls between them, mid-epoch, ends without saving its last steps
+        trainer.save_checkpoint(last)
     earlier = (info.get("seconds") or 0.0) if done > 0 else 0.0
     seconds = time.perf_counter() - start + earlier
     if not last.is_file():
