@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from tests.lcoins.components import IMAGE_OPTIONS, TEXT_OPTIONS
@@ -38,3 +39,13 @@ def test_both_precisions_are_measured_against_fp32(monkeypatch):
         assert row["model"] == "tiny" and row["batch"] == 2 and row["parameters (M)"] > 0
         assert row["train images/s"] > 0 and row["inference ms/image"] > 0
         assert math.isfinite(row["train speed-up"])
+
+
+def test_repeats_per_model():
+    with benchmark_module("lcoins_speed") as bench:
+        models = ["capshapes", "paper-224"]
+        assert bench.per_model_repeats(["3"], models) == {"capshapes": 3, "paper-224": 3}
+        given = ["capshapes=5", "paper-224=1"]
+        assert bench.per_model_repeats(given, models) == {"capshapes": 5, "paper-224": 1}
+        with pytest.raises(SystemExit, match="for each of"):
+            bench.per_model_repeats(["capshapes=5"], models)
