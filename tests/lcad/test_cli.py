@@ -90,3 +90,29 @@ def test_stage_option():
     assert split_stage(["fit"])[0] == "diffusion"
     with pytest.raises(SystemExit, match="must be one of"):
         split_stage(["fit", "--stage", "vae"])
+
+
+def test_fit_on_the_release_caption_format_skips_and_counts_a_bad_image(tmp_path):
+    """The release's {"file.jpg": [captions]} file, one image unreadable: training runs on the
+    others and the data module counts the bad one."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    captions = {}
+    for i in range(6):
+        pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        captions[f"{i}.png"] = [f"a red shape number {i}", "a colourful picture"]
+    (tmp_path / "3.png").write_bytes(b"not an image")
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    cli = run([
+        "fit", "--stage", "diffusion", "--config", _config("diffusion"),
+        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "3",
+        "--data.source", "captions", "--data.caption_format", "lcad",
+        "--data.train_path", str(tmp_path / "captions.json"), "--data.batch_size", "2",
+    ])  # fmt: skip
+    assert cli.trainer.global_step == 3
+    assert cli.trainer.datamodule.skipped_samples == 1
