@@ -9,6 +9,8 @@ caption metrics of CapShapes scenes.
   ranks, each rank reading its own share of the samples (:mod:`chromalab.rebalance` holds the
   maths).
 * :class:`StagedEvaluation`: the validation and test hooks of a LightningModule, written once.
+* :class:`ImageMetrics`: PSNR/SSIM (and LPIPS with local weights) of the colorizations per
+  stage, with fixed metric networks kept out of checkpoints.
 * :class:`SceneCaptionMetrics`: a LightningModule mixin that scores CapShapes batches with
   caption consistency and the caption-manipulation accuracy of Manjunatha et al., "Learning to
   Color from Language", NAACL 2018 (arXiv:1804.06026), §3.2.
@@ -26,11 +28,13 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from chromalab.metrics import CaptionConsistency, manipulate_batch
+from chromalab.metrics import LPIPS, CaptionConsistency, manipulate_batch
+from chromalab.metrics.perceptual import psnr_ssim_metrics
 from chromalab.rebalance import estimate_prior, load_prior, rebalance_weights
 
 __all__ = [
     "ClassRebalancing",
+    "ImageMetrics",
     "SceneCaptionMetrics",
     "StagedEvaluation",
     "adam_step_decay",
@@ -158,6 +162,75 @@ class StagedEvaluation:
 
     def on_test_epoch_end(self) -> None:
         self.log_stage_metrics("test")
+
+
+class ImageMetrics(StagedEvaluation):
+    """PSNR and SSIM (and LPIPS, given local AlexNet weights) of a module's colorizations per
+    stage, against the photographs.
+
+    The host puts :meth:`image_metrics`'s entries into its ``metrics`` (a ``ModuleDict``).
+    LPIPS's network is a fixed metric of this machine's files, not part of the model: it is kept
+    out of checkpoints (so they load where its weights are not), as are the state-dict entries
+    under the host's :attr:`local_prefixes` (other fixed networks read from local files).
+    """
+
+    #: state-dict key prefixes of fixed networks kept out of checkpoints, besides LPIPS's
+    local_prefixes: tuple[str, ...] = ()
+
+    @staticmethod
+    def image_metrics(
+        lpips_weights: str | None, stages: Iterable[str] = ("val", "test")
+    ) -> dict[str, torch.nn.Module]:
+        """``{stage}_image`` (PSNR, SSIM) per stage, and ``{stage}_lpips`` with weights."""
+        metrics: dict[str, torch.nn.Module] = {}
+        for stage in stages:
+            metrics[f"{stage}_image"] = psnr_ssim_metrics()
+            if lpips_weights:
+                metrics[f"{stage}_lpips"] = LPIPS(lpips_weights)
+        return metrics
+
+    def update_images(self, stage: str, rgb: Tensor, target: Tensor) -> None:
+        """Score colorizations ``rgb`` against ``target`` (sRGB in ``[0, 1]``)."""
+        self.metrics[f"{stage}_image"].update(rgb, target)
+        if f"{stage}_lpips" in self.metrics:
+            self.metrics[f"{stage}_lpips"].update(rgb, target)
+
+    def image_scores(self, stage: str) -> dict[str, Tensor]:
+        """The stage's ``psnr``, ``ssim`` (and ``lpips``), reset for the next epoch; empty when
+        a single process saw no batch."""
+        image = self.metrics[f"{stage}_image"]
+        if not image["psnr"].update_called and self.trainer.world_size == 1:
+            return {}
+        scores = dict(image.compute())
+        image.reset()
+        if f"{stage}_lpips" in self.metrics:
+            scores["lpips"] = self.metrics[f"{stage}_lpips"].compute()
+            self.metrics[f"{stage}_lpips"].reset()
+        return scores
+
+    def log_stage_metrics(self, stage: str) -> None:
+        """Log :meth:`image_scores` as ``{stage}/psnr`` ... (a host with more metrics extends
+        it)."""
+        scores = self.image_scores(stage)
+        if scores:
+            self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, prog_bar=True)
+
+    def _machine_local(self, key: str) -> bool:
+        lpips = key.startswith("metrics.") and "_lpips." in key
+        return lpips or bool(self.local_prefixes) and key.startswith(self.local_prefixes)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if self._machine_local(k)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict")
+        if state is not None:  # this module's own fixed networks, if it has them
+            own = self.state_dict().items()
+            state.update({k: v for k, v in own if self._machine_local(k)})
 
 
 class SceneCaptionMetrics:

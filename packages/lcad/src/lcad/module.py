@@ -35,8 +35,7 @@ from torch import Tensor, nn
 from chromalab.color import rgb_to_l_ab
 from chromalab.io import recombine
 from chromalab.metrics import LPIPS
-from chromalab.metrics.perceptual import psnr_ssim_metrics
-from chromalab.modules import SceneCaptionMetrics, StagedEvaluation
+from chromalab.modules import ImageMetrics, SceneCaptionMetrics
 from chromalab.text import find_color_words, remove_color_words
 from lcad import components
 from lcad.cec import CEC, LuminanceUNet
@@ -91,39 +90,10 @@ class _Restorable(pl.LightningModule):
         raise NotImplementedError
 
 
-class _ImageMetrics(StagedEvaluation):
-    """PSNR/SSIM (and LPIPS with local weights) of a stage's output images against the
-    photographs, for validation and test."""
-
-    def image_metrics(self, lpips_weights: str | None) -> dict[str, nn.Module]:
-        metrics: dict[str, nn.Module] = {}
-        for stage in ("val", "test"):
-            metrics[f"{stage}_image"] = psnr_ssim_metrics()
-            if lpips_weights:
-                metrics[f"{stage}_lpips"] = LPIPS(lpips_weights)
-        return metrics
-
-    def update_images(self, stage: str, rgb: Tensor, target: Tensor) -> None:
-        self.metrics[f"{stage}_image"].update(rgb, target)
-        if f"{stage}_lpips" in self.metrics:
-            self.metrics[f"{stage}_lpips"].update(rgb, target)
-
-    def log_stage_metrics(self, stage: str) -> None:
-        image = self.metrics[f"{stage}_image"]
-        if not image["psnr"].update_called and self.trainer.world_size == 1:
-            return
-        scores = dict(image.compute())
-        image.reset()
-        if f"{stage}_lpips" in self.metrics:
-            scores["lpips"] = self.metrics[f"{stage}_lpips"].compute()
-            self.metrics[f"{stage}_lpips"].reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, prog_bar=True)
-
-
 # --------------------------------------------------------------------------- stage 0
 
 
-class LCADAutoencoderModule(_ImageMetrics, _Restorable):
+class LCADAutoencoderModule(ImageMetrics, _Restorable):
     """Stage 0: a VAE from scratch (the CPU configurations have no pretrained one).
 
     Args:
@@ -180,7 +150,7 @@ class LCADAutoencoderModule(_ImageMetrics, _Restorable):
 # --------------------------------------------------------------------------- stage 1
 
 
-class LCADCompressionModule(_ImageMetrics, _Restorable):
+class LCADCompressionModule(ImageMetrics, _Restorable):
     """Stage 1 (§3.2): the luminance encoder, trained with Eq. 4 on a frozen VAE.
 
     The generator (luminance encoder) and the patch discriminator take their steps together
@@ -206,6 +176,8 @@ class LCADCompressionModule(_ImageMetrics, _Restorable):
         release_scale: the release's luminance input scaling (:func:`lcad.compression.
             luminance_input`).
     """
+
+    local_prefixes = ("perceptual.",)  # LPIPS's network as L_per: local weights, not the model
 
     def __init__(
         self,
@@ -254,20 +226,6 @@ class LCADCompressionModule(_ImageMetrics, _Restorable):
                 "L_per (Eq. 4, beta=%s) is left out: it needs LPIPS backbone weights "
                 "(--model.lpips_weights alexnet.pth)", hp.beta,
             )  # fmt: skip
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith("perceptual.") or "_lpips." in k]:
-            del state[key]  # fixed metric networks of this machine's files
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict")
-        if state is not None:
-            own = self.state_dict()
-            state.update(
-                {k: v for k, v in own.items() if k.startswith("perceptual.") or "_lpips." in k}
-            )
 
     def forward(self, rgb: Tensor, l: Tensor) -> Tensor:
         """The luminance-guided reconstruction of ``rgb`` in ``[0, 1]``."""
@@ -324,7 +282,7 @@ class LCADCompressionModule(_ImageMetrics, _Restorable):
 # --------------------------------------------------------------------------- stage 2
 
 
-class LCADDiffusionModule(SceneCaptionMetrics, _ImageMetrics, _Restorable):
+class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, _Restorable):
     """Stage 2 (§3.3, §3.5): the latent denoiser with channel-extended convolutions.
 
     Training (Eq. 6): ``‖ε - ε_θ(z_t, t, y^tex, y^lum)‖²`` with ``z_0`` the VAE latent of the
@@ -431,8 +389,12 @@ class LCADDiffusionModule(SceneCaptionMetrics, _ImageMetrics, _Restorable):
         params = list(self.unet.extension_parameters())
         if self.hparams.trainable == "release":
             u = self.unet.unet
+            seen = {id(p) for p in params}
             for module in (u.up_blocks, u.conv_norm_out, u.conv_out, u.conv_in):
-                params += [p for p in module.parameters() if all(p is not q for q in params)]
+                for p in module.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
         return params
 
     def load_initial_weights(self) -> None:
@@ -450,17 +412,6 @@ class LCADDiffusionModule(SceneCaptionMetrics, _ImageMetrics, _Restorable):
             )
         if components.load_pretrained(self.unet.unet, hp.unet, "unet"):
             logger.info("UNet weights loaded from %s", hp.unet)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if "_lpips." in k]:
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict")
-        if state is not None:
-            state.update({k: v for k, v in self.state_dict().items() if "_lpips." in k})
 
     def train(self, mode: bool = True) -> LCADDiffusionModule:
         super().train(mode)

@@ -39,9 +39,7 @@ from torch import Tensor
 from chromalab.augment import LuminanceAugmentation
 from chromalab.color import denormalize_ab, normalize_ab
 from chromalab.io import recombine
-from chromalab.metrics import LPIPS
-from chromalab.metrics.perceptual import psnr_ssim_metrics
-from chromalab.modules import SceneCaptionMetrics, StagedEvaluation
+from chromalab.modules import ImageMetrics, SceneCaptionMetrics
 from chromalab.text import random_color_swap
 from lcoins.encoders import TextEncoder, build_vit, load_text_weights, load_vit_weights
 from lcoins.grouping import GroupSlots
@@ -53,12 +51,7 @@ __all__ = ["LCoInsModule"]
 logger = logging.getLogger(__name__)
 
 
-def _is_lpips(key: str) -> bool:
-    """A state-dict key of the LPIPS metric's network."""
-    return key.startswith("metrics.") and "_lpips." in key
-
-
-class LCoInsModule(SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
+class LCoInsModule(SceneCaptionMetrics, ImageMetrics, pl.LightningModule):
     """L-CoIns as a LightningModule. Defaults are the paper's and its release's.
 
     Args:
@@ -163,12 +156,7 @@ class LCoInsModule(SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
         self.augmentation = LuminanceAugmentation(hue_degrees, gamma_range, reciprocal_prob)
         self.uses_captions = True
         self._restored = False  # weights from a checkpoint: no pretrained loading
-        metrics: dict[str, torch.nn.Module] = {}
-        for stage in ("val", "test"):
-            metrics[f"{stage}_image"] = psnr_ssim_metrics()
-            if lpips_weights:
-                metrics[f"{stage}_lpips"] = LPIPS(lpips_weights)
-        self.metrics = torch.nn.ModuleDict(metrics | self.scene_metrics())
+        self.metrics = torch.nn.ModuleDict(self.image_metrics(lpips_weights) | self.scene_metrics())
 
     # ------------------------------------------------------------------------- inference
     def encode(self, captions: Sequence[str] | None, batch: int) -> tuple[Tensor, Tensor]:
@@ -201,16 +189,9 @@ class LCoInsModule(SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
             load_text_weights(self.network.text_encoder)
             logger.info("text encoder weights loaded from %s", self.network.text_encoder.source)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if _is_lpips(k)]:
-            del state[key]
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._restored = True
-        state = checkpoint.get("state_dict")
-        if state is not None:  # this model's own LPIPS network, if it has one
-            state.update({k: v for k, v in self.state_dict().items() if _is_lpips(k)})
 
     # ------------------------------------------------------------------------- training
     def _generator(self, batch_idx: int, purpose: int) -> torch.Generator:
@@ -280,21 +261,14 @@ class LCoInsModule(SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size)
         ab = denormalize_ab(out.ab.float())
         rgb = recombine(l, ab).clamp(0, 1)
-        self.metrics[f"{stage}_image"].update(rgb, batch["rgb"].float())
-        if f"{stage}_lpips" in self.metrics:
-            self.metrics[f"{stage}_lpips"].update(rgb, batch["rgb"].float())
+        self.update_images(stage, rgb, batch["rgb"].float())
         if "masks" in batch:
             self.update_scene_metrics(batch, ab, lambda c: self.colorize(l, c), stage)
 
     def log_stage_metrics(self, stage: str) -> None:
-        image = self.metrics[f"{stage}_image"]
-        if not image["psnr"].update_called and self.trainer.world_size == 1:
+        scores = self.image_scores(stage)
+        if not scores:
             return
-        scores = {k: v for k, v in image.compute().items()}
-        image.reset()
-        if f"{stage}_lpips" in self.metrics:
-            scores["lpips"] = self.metrics[f"{stage}_lpips"].compute()
-            self.metrics[f"{stage}_lpips"].reset()
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, prog_bar=True)
         scenes = getattr(self.trainer.datamodule, "source", None) == "capshapes"
         caption = self.scene_scores(stage, scenes)
