@@ -58,6 +58,63 @@ def time_it(
     return statistics.median(times)
 
 
+def scene_batch(size: int, batch: int, device: torch.device | str = "cpu") -> dict:
+    """The first ``batch`` CapShapes training scenes at ``size`` as a training batch: ``rgb``,
+    ``l``, ``ab``, ``caption`` and ``level``."""
+    from torch.utils.data import default_collate
+
+    from chromalab.color import rgb_to_l_ab
+    from chromalab.data import CapShapes
+
+    scenes = CapShapes(length=batch, size=size, seed=0)
+    items = default_collate([scenes[i] for i in range(batch)])
+    l, ab = rgb_to_l_ab(items["rgb"])
+    return {"rgb": items["rgb"].to(device), "l": l.to(device), "ab": ab.to(device),
+            "caption": list(items["caption"]), "level": list(items["level"])}  # fmt: skip
+
+
+@torch.no_grad()
+def no_colour_reference(scenes: int, size: int, options: dict | None = None) -> dict[str, object]:
+    """The grey input (ab = 0) scored like a model on the first ``scenes`` CapShapes test
+    scenes at ``size`` (CapShapes ``options``): ``model``, ``PSNR``, ``SSIM``, ``LPIPS`` (empty),
+    ``caption consistency`` and its per-level and unmentioned-canonical columns, and an empty
+    ``manipulation accuracy``."""
+    from torch.utils.data import DataLoader
+
+    from chromalab.color import rgb_to_l_ab
+    from chromalab.data import ColorizationDataModule
+    from chromalab.io import recombine
+    from chromalab.metrics import CaptionConsistency
+    from chromalab.metrics.perceptual import psnr_ssim_metrics
+
+    data = ColorizationDataModule(
+        source="capshapes", capshapes_size=size, image_size=size, batch_size=64,
+        eval_batch_size=64, capshapes_val_length=scenes, capshapes_options=dict(options or {}),
+    )  # fmt: skip
+    data.setup("test")
+    image, consistency = psnr_ssim_metrics(), CaptionConsistency()
+    loader = data.test_dataloader()
+    for batch in loader if isinstance(loader, DataLoader) else loader[0]:
+        l, ab = rgb_to_l_ab(batch["rgb"])
+        grey = torch.zeros_like(ab)
+        image.update(recombine(l, grey).clamp(0, 1), batch["rgb"])
+        consistency.update(grey, batch["masks"], batch["color_ids"], batch["mentioned"],
+                           batch["level"], batch.get("canonical"))  # fmt: skip
+    scores, caption = image.compute(), consistency.compute()
+    row: dict[str, object] = {
+        "model": "no colour (ab = 0)",
+        "PSNR": float(scores["psnr"]),
+        "SSIM": float(scores["ssim"]),
+        "LPIPS": "",
+        "caption consistency": float(caption["accuracy"]),
+    }
+    for key, value in caption.items():
+        if key != "accuracy":
+            row[key.replace("accuracy", "consistency").replace("_", " ")] = float(value)
+    row["manipulation accuracy"] = ""
+    return row
+
+
 def named_paths(paths: dict[str, str]) -> str:
     """``"NAME `path`, ..."`` with paths inside the repository written relative to it."""
     shown = []

@@ -31,11 +31,8 @@ import time
 from collections.abc import Sequence
 
 import torch
-from _common import machine_description, markdown_table, sync, write_results
-from torch.utils.data import default_collate
+from _common import machine_description, markdown_table, scene_batch, sync, write_results
 
-from chromalab.color import rgb_to_l_ab
-from chromalab.data import CapShapes
 from lcoins.encoders import EMBEDDED_TEXT_ENCODER
 from lcoins.module import LCoInsModule
 
@@ -77,15 +74,6 @@ MODELS: dict[str, tuple[dict, int, int]] = {
     ),
 }
 PRECISIONS = ("fp32", "bf16")
-
-
-def scene_batch(size: int, batch: int, device: torch.device) -> dict:
-    """The first ``batch`` CapShapes training scenes at ``size`` as a training batch."""
-    scenes = CapShapes(length=batch, size=size, seed=0)
-    items = default_collate([scenes[i] for i in range(batch)])
-    l, ab = rgb_to_l_ab(items["rgb"])
-    return {"rgb": items["rgb"].to(device), "l": l.to(device), "ab": ab.to(device),
-            "caption": list(items["caption"])}  # fmt: skip
 
 
 class Run:

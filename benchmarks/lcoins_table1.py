@@ -41,17 +41,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from _common import machine_description, markdown_table, write_results
-from torch.utils.data import DataLoader
+from _common import machine_description, markdown_table, no_colour_reference, write_results
 
-from chromalab.color import rgb_to_l_ab
-from chromalab.io import recombine
-from chromalab.metrics import CaptionConsistency
-from chromalab.metrics.perceptual import psnr_ssim_metrics
 from chromalab.runs import train_or_reuse, trained_steps
 from lcoins.cli import CONFIGS
 from lcoins.cli import run as lcoins_run
-from lcoins.datamodule import LCoInsDataModule
 from lcoins.evaluate import evaluate, evaluate_captions, unseen_pair_consistency
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,33 +78,6 @@ HELD_OUT = {
 }
 #: Scenes for instance awareness: two or more objects, sharing a noun whenever possible.
 INSTANCES = {"min_objects": 2, "shared_noun_prob": 1.0}
-
-
-@torch.no_grad()
-def no_colour_reference(scenes: int, size: int) -> dict[str, object]:
-    """The grey input (ab = 0) scored like the rows, on the same CapShapes test scenes."""
-    data = LCoInsDataModule(
-        source="capshapes", capshapes_size=size, image_size=size, batch_size=64,
-        capshapes_val_length=scenes,
-    )  # fmt: skip
-    data.setup("test")
-    image, consistency = psnr_ssim_metrics(), CaptionConsistency()
-    loader = data.test_dataloader()
-    for batch in loader if isinstance(loader, DataLoader) else loader[0]:
-        l, ab = rgb_to_l_ab(batch["rgb"])
-        grey = torch.zeros_like(ab)
-        image.update(recombine(l, grey).clamp(0, 1), batch["rgb"])
-        consistency.update(grey, batch["masks"], batch["color_ids"], batch["mentioned"],
-                           batch["level"])  # fmt: skip
-    scores = image.compute()
-    return {
-        "model": "no colour (ab = 0)",
-        "PSNR": float(scores["psnr"]),
-        "SSIM": float(scores["ssim"]),
-        "LPIPS": "",
-        "caption consistency": float(consistency.compute()["accuracy"]),
-        "manipulation accuracy": "",
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,11 +20,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import lightning.pytorch as pl
 import torch
 
-__all__ = ["RunResult", "last_checkpoint", "train_or_reuse", "trained_steps"]
+__all__ = ["RunResult", "last_checkpoint", "score", "train_or_reuse", "trained_steps"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +122,27 @@ def train_or_reuse(
     root.mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps({"steps": trained_steps(last), "seconds": seconds}))
     return last, seconds
+
+
+def score(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    split: Literal["val", "test"] = "test",
+    progress: bool = False,
+) -> dict[str, float]:
+    """A module's own metrics on the ``val`` or ``test`` split of ``datamodule``, through
+    Lightning's ``validate``/``test`` loop on one device: ``{name: value}`` with the stage
+    prefix removed (``"test/psnr"`` -> ``"psnr"``)."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    trainer = pl.Trainer(
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    loop = trainer.validate if split == "val" else trainer.test
+    (metrics,) = loop(module, datamodule=datamodule, verbose=False)
+    return {k.split("/", 1)[1]: float(v) for k, v in metrics.items()}

@@ -26,37 +26,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
 from chromalab.color import rgb_to_l_ab
 from chromalab.data import CapShapes
 from chromalab.metrics import CaptionConsistency
+from chromalab.runs import score
 from lcoins.datamodule import LCoInsDataModule
 from lcoins.module import LCoInsModule
 
 __all__ = ["evaluate", "evaluate_captions", "main", "unseen_pair_consistency"]
 
 Split = Literal["val", "test"]
-
-
-def _run(
-    module: LCoInsModule, data: LCoInsDataModule, split: Split, progress: bool
-) -> dict[str, float]:
-    if split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    trainer = pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    loop = trainer.validate if split == "val" else trainer.test
-    (metrics,) = loop(module, datamodule=data, verbose=False)
-    return {k.split("/", 1)[1]: float(v) for k, v in metrics.items()}
 
 
 def _load(ckpt: str | Path, lpips_weights: str | None) -> LCoInsModule:
@@ -88,7 +70,7 @@ def evaluate(
         capshapes_val_length=scenes,
         capshapes_options=dict(options or {}),
     )
-    return _run(module, data, split, progress)
+    return score(module, data, split, progress)
 
 
 def evaluate_captions(
@@ -110,7 +92,7 @@ def evaluate_captions(
         image_size=size,
         batch_size=batch_size,
     )
-    return _run(module, data, "val", progress)
+    return score(module, data, "val", progress)
 
 
 @torch.no_grad()
