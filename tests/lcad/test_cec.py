@@ -65,6 +65,22 @@ def test_the_luminance_reaches_the_output_through_every_extension(cec, count):
         assert not torch.allclose(model(x, t, text), out)
 
 
+def test_without_slr_the_unet_reads_no_luminance():
+    unet = tiny_unet()
+    x, t, text, lum = _inputs()
+    with torch.no_grad():
+        expected = unet(x, t, text).sample
+        model = LuminanceUNet(unet, luminance_channels=6, cec="none")
+        assert not list(model.extended())
+        with model.luminance(lum):
+            got = model(x, t, text)
+        with model.luminance(torch.randn_like(lum)):
+            other = model(x, t, text)
+    assert torch.equal(got, expected) and torch.equal(other, expected)
+    with pytest.raises(ValueError, match="cec must be"):
+        LuminanceUNet(tiny_unet(), luminance_channels=6, cec="all")
+
+
 def test_luminance_is_held_only_inside_its_block_and_follows_cfg_batches():
     model = LuminanceUNet(tiny_unet(), luminance_channels=6)
     x, t, text, lum = _inputs(b=1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lcad.losses import (
+    FeaturePerceptualLoss,
     PatchDiscriminator,
     artifact_map,
     discriminator_hinge_loss,
@@ -89,3 +91,30 @@ def test_patch_discriminator_gives_one_logit_per_patch_independent_of_the_batch(
     logits = d(x)
     assert logits.shape == (3, 1, 6, 6)
     torch.testing.assert_close(d(x[:1]), logits[:1])  # GroupNorm: no batch statistics
+
+
+def test_feature_perceptual_loss_is_a_frozen_feature_distance(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    full = timm.create_model("resnet10t")
+    torch.save(full.state_dict(), tmp_path / "resnet10t.pth")
+    loss = FeaturePerceptualLoss("resnet10t", tmp_path / "resnet10t.pth", levels=(1, 2))
+    assert torch.equal(loss.net.conv1[0].weight, full.conv1[0].weight)  # the local file's
+    assert loss.pretrained and all(not p.requires_grad for p in loss.parameters())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = (x + 0.3 * torch.randn_like(x)).requires_grad_(True)
+    assert torch.allclose(loss(x, x), torch.zeros(2), atol=1e-6)
+    d = loss(y, x)
+    assert d.shape == (2,) and (d > 0).all()
+    d.sum().backward()
+    assert y.grad.abs().sum() > 0
+    # LPIPS's form: per level, squared differences of channel-normalised features
+    feats = loss.net(((torch.cat((y, x)) + 1) / 2 - loss.mean) / loss.std)
+    expected = sum(
+        (F.normalize(f[:2], dim=1) - F.normalize(f[2:], dim=1)).square().sum(1).mean((1, 2))
+        for f in feats
+    ) / len(feats)
+    torch.testing.assert_close(d, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        FeaturePerceptualLoss("resnet10t", tmp_path / "absent.pth")

@@ -59,6 +59,21 @@ def test_stage_1_each_loss_reaches_only_its_own_network():
     assert sum(len(group["params"]) for group in optimizer.param_groups) == len(encoder + disc)
 
 
+def test_stage_1_perceptual_loss_falls_back_to_a_named_feature_network(caplog):
+    module = LCADCompressionModule(TINY_VAE, perceptual_network="resnet10t", beta=0.5)
+    with caplog.at_level("WARNING", logger="lcad.module"):
+        module.load_initial_weights()
+    assert "not LPIPS" in caplog.text and "resnet10t" in caplog.text and "RANDOM" in caplog.text
+    terms = module.losses(_batch())
+    assert terms["per"] > 0
+    expected = terms["rec"] + terms["dis"] + 0.5 * terms["per"]
+    torch.testing.assert_close(terms["pixel"], expected)
+    g = torch.autograd.grad(terms["per"], list(module.autoencoder.luminance_encoder.parameters()),
+                            allow_unused=True)  # fmt: skip
+    assert any(x is not None and x.abs().sum() > 0 for x in g)
+    assert all(not p.requires_grad for p in module.perceptual.parameters())  # frozen
+
+
 def test_stage_1_discriminator_waits_for_its_start():
     module = LCADCompressionModule(TINY_VAE, discriminator_start=10)
     terms = module.losses(_batch())
@@ -114,6 +129,22 @@ def test_stage_2_sampling_is_per_image_reproducible_and_keeps_the_input_l():
     assert kept > 0.9  # the input L, except where sRGB clipping of random colours moves it
     with pytest.raises(ValueError, match="multiples of 4"):
         module.colorize_rgb(batch["l"][..., :30, :], CAPTIONS)
+
+
+def test_stage_2_without_lic_decodes_with_the_vae_alone():
+    module = _diffusion().eval()
+    l = _batch()["l"]
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2)]  # noqa: E731
+    sample = lambda: module.colorize_rgb(l, CAPTIONS, generators=gens())  # noqa: E731
+    guided = sample()
+    module.hparams.lic = False
+    plain = sample()
+    torch.testing.assert_close(plain, guided)  # zero-initialised projections: the same decoder
+    for conv in module.autoencoder.luminance_encoder.mid_zero_convs:
+        torch.nn.init.normal_(conv.weight, std=0.5)
+    assert torch.equal(sample(), plain)  # W/o LIC ignores the luminance encoder's projections
+    module.hparams.lic = True
+    assert not torch.allclose(sample(), plain, atol=1e-3)
 
 
 def test_stage_2_rejects_a_text_encoder_of_another_width():

@@ -21,6 +21,8 @@ Where (``cec``):
   connections, which carry the luminance guidance there.
 * ``"first"`` (the authors' release): only the UNet's input convolution (4 latent + ``N_ext``
   channels).
+* ``"none"``: no extended convolution, the UNet reads no luminance (the paper's ablation
+  "W/o SLR", Table 1: vanilla convolutions in place of the channel-extended ones).
 
 ``ȳ^lum`` is the deepest luminance feature of :class:`lcad.compression.LuminanceEncoder` (the one
 the release feeds its UNet), resized by area averaging to each convolution's input resolution.
@@ -40,7 +42,7 @@ from torch import Tensor, nn
 
 __all__ = ["CEC", "ChannelExtendedConv2d", "LuminancePyramid", "LuminanceUNet"]
 
-CEC = Literal["all_down", "first"]
+CEC = Literal["all_down", "first", "none"]
 
 
 class LuminancePyramid:
@@ -110,18 +112,19 @@ class LuminanceUNet(nn.Module):
     Args:
         unet: the (pretrained) UNet; its convolutions at the ``cec`` places are replaced.
         luminance_channels: ``N_ext``, the channels of the luminance features.
-        cec: ``"all_down"`` (the paper) or ``"first"`` (the release); see the module notes.
+        cec: ``"all_down"`` (the paper), ``"first"`` (the release) or ``"none"`` (the W/o SLR
+            ablation); see the module notes.
     """
 
     def __init__(self, unet: UNet2DConditionModel, luminance_channels: int, cec: CEC = "all_down"):
         super().__init__()
-        if cec not in ("all_down", "first"):
-            raise ValueError(f"cec must be 'all_down' or 'first', got {cec!r}")
+        if cec not in ("all_down", "first", "none"):
+            raise ValueError(f"cec must be 'all_down', 'first' or 'none', got {cec!r}")
         self.unet = unet
         self.cec = cec
         if cec == "first":
             unet.conv_in = ChannelExtendedConv2d(unet.conv_in, luminance_channels)
-        else:
+        elif cec == "all_down":
             for block in unet.down_blocks:
                 for resnet in block.resnets:
                     resnet.conv1 = ChannelExtendedConv2d(resnet.conv1, luminance_channels)

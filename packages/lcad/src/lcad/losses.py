@@ -14,17 +14,24 @@ Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
 * ``L_rec = ‖M ⊙ (x - x̃)‖₁``, averaged over pixels and channels.
 * ``L_dis``: the hinge GAN loss of a patch discriminator (:class:`PatchDiscriminator`); the
   generator's term is ``-mean D(x̃)``.
+* ``L_per``: LPIPS (Zhang et al., CVPR 2018) when its backbone weights are given; otherwise
+  :class:`FeaturePerceptualLoss`, the distance of channel-normalised features of a configurable
+  timm network (LPIPS's form with equal layer weights), from a local weight file or, for
+  plumbing runs, random weights (said in the log: then it is no perceptual measure).
 * Eq. 4: ``L_pix = L_rec + α L_dis + β L_per`` with ``α = 1``, ``β = 0.5``
   (:func:`pixel_loss`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "FeaturePerceptualLoss",
     "PatchDiscriminator",
     "artifact_map",
     "discriminator_hinge_loss",
@@ -114,3 +121,54 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Patch logits ``(B, 1, h, w)`` of images ``x`` ``(B, C, H, W)``."""
         return self.layers(x)
+
+
+class FeaturePerceptualLoss(nn.Module):
+    """A perceptual distance on a timm network's features: for each feature level, the squared
+    difference of the channel-normalised features, summed over channels and averaged over
+    positions; averaged over levels (LPIPS's form with equal, not learned, layer weights).
+
+    Args:
+        name: a timm model with ``features_only`` support (e.g. ``"vgg16"``, ``"resnet18"``).
+        weights: a local weight file of that model (timm's ``pretrained_cfg_overlay``), or
+            ``None``: random weights (plumbing only).
+        levels: the feature levels used (timm's ``out_indices``; default all).
+
+    Inputs are RGB in ``[-1, 1]``, normalised with the network's mean and std. Frozen.
+    """
+
+    def __init__(
+        self, name: str, weights: str | Path | None = None, levels: tuple[int, ...] | None = None
+    ) -> None:
+        super().__init__()
+        import timm
+
+        options: dict = {"features_only": True}
+        if levels is not None:
+            options["out_indices"] = tuple(levels)
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"feature network weights {weights}: no such file")
+            options |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+        self.net = timm.create_model(name, **options).eval().requires_grad_(False)
+        config = self.net.pretrained_cfg
+        mean, std = config.get("mean", (0.5,) * 3), config.get("std", (0.5,) * 3)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.name, self.pretrained = name, weights is not None
+
+    def train(self, mode: bool = True) -> FeaturePerceptualLoss:
+        super().train(mode)
+        self.net.eval()  # frozen: fixed normalisation statistics
+        return self
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        """The distance per image ``(B,)`` between two RGB batches in ``[-1, 1]``."""
+        x = ((torch.cat((output, target)) + 1) / 2 - self.mean) / self.std
+        total = output.new_zeros(output.shape[0])
+        features = self.net(x)
+        for f in features:
+            f = f / (f.norm(dim=1, keepdim=True) + 1e-10)
+            a, b = f.chunk(2)
+            total = total + (a - b).square().sum(dim=1).mean(dim=(1, 2))
+        return total / len(features)

@@ -41,6 +41,7 @@ from lcad import components
 from lcad.cec import CEC, LuminanceUNet
 from lcad.compression import LuminanceEncoder, LuminanceGuidedAutoencoder
 from lcad.losses import (
+    FeaturePerceptualLoss,
     PatchDiscriminator,
     discriminator_hinge_loss,
     generator_hinge_loss,
@@ -168,7 +169,10 @@ class LCADCompressionModule(ImageMetrics, _Restorable):
         window: ``N_win`` of the artifact map (Eq. 3; the paper gives none: LDL's 7).
         alpha, beta: Eq. 4's weights of ``L_dis`` and ``L_per`` (1, 0.5).
         lpips_weights: local AlexNet weights: ``L_per`` is LPIPS, and LPIPS is evaluated.
-            Without them ``L_per`` is left out, and the log says so.
+        perceptual_network, perceptual_weights: without LPIPS weights, ``L_per`` is the
+            feature distance of this timm network (:class:`lcad.losses.FeaturePerceptualLoss`)
+            with these local weights (none: random weights, for plumbing). With neither,
+            ``L_per`` is left out. The log says which ``L_per`` is used.
         discriminator_start: steps before ``L_dis`` and the discriminator start.
         discriminator_channels, discriminator_layers: the patch discriminator.
         lr, betas: Adam (§3.5: 1e-6; betas: the release's (0.5, 0.9)).
@@ -188,6 +192,8 @@ class LCADCompressionModule(ImageMetrics, _Restorable):
         alpha: float = 1.0,
         beta: float = 0.5,
         lpips_weights: str | None = None,
+        perceptual_network: str | None = None,
+        perceptual_weights: str | None = None,
         discriminator_start: int = 0,
         discriminator_channels: int = 64,
         discriminator_layers: int = 3,
@@ -205,11 +211,22 @@ class LCADCompressionModule(ImageMetrics, _Restorable):
         self.discriminator = PatchDiscriminator(
             vae_model.config.out_channels, discriminator_channels, discriminator_layers
         )
-        self.perceptual = LPIPS(lpips_weights).net if lpips_weights else None
+        self.perceptual: nn.Module | None = None
+        if lpips_weights:
+            self.perceptual = LPIPS(lpips_weights).net
+        elif perceptual_network:
+            self.perceptual = FeaturePerceptualLoss(perceptual_network, perceptual_weights)
         self.metrics = nn.ModuleDict(self.image_metrics(lpips_weights))
 
     def load_initial_weights(self) -> None:
         hp = self.hparams
+        if isinstance(self.perceptual, FeaturePerceptualLoss):
+            logger.warning(
+                "L_per (Eq. 4) is not LPIPS (no --model.lpips_weights): it is the feature "
+                "distance of %s with %s", hp.perceptual_network,
+                f"the weights of {hp.perceptual_weights}" if hp.perceptual_weights else
+                "RANDOM weights, which measure nothing perceptual",
+            )  # fmt: skip
         vae = self.autoencoder.vae
         if hp.vae_from:
             vae.load_state_dict(_load_stage(hp.vae_from, "vae."))
@@ -224,7 +241,8 @@ class LCADCompressionModule(ImageMetrics, _Restorable):
         if self.perceptual is None and hp.beta:
             logger.warning(
                 "L_per (Eq. 4, beta=%s) is left out: it needs LPIPS backbone weights "
-                "(--model.lpips_weights alexnet.pth)", hp.beta,
+                "(--model.lpips_weights alexnet.pth) or a feature network "
+                "(--model.perceptual_network)", hp.beta,
             )  # fmt: skip
 
     def forward(self, rgb: Tensor, l: Tensor) -> Tensor:
@@ -311,7 +329,8 @@ class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, _Restorable):
             pipeline folder with ``text_subfolder: text_encoder``).
         schedule: the noise schedule: ``None`` (Stable Diffusion v1's), a pipeline folder, or
             :class:`diffusers.DDPMScheduler` arguments.
-        cec: ``"all_down"`` (the paper) or ``"first"`` (the release).
+        cec: ``"all_down"`` (the paper), ``"first"`` (the release) or ``"none"`` (the paper's
+            W/o SLR ablation: the UNet reads no luminance; train it with ``trainable: all``).
         trainable: ``"paper"``: only the extended channels ``W_ext`` (§3.3); ``"release"``:
             also the UNet's up path and output, as the authors' release trains; ``"all"``: the
             whole UNet, for a UNet trained from scratch (the CPU configurations: without a
@@ -319,6 +338,9 @@ class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, _Restorable):
         scarce_prob, uncond_prob: any-level replacement and caption-dropout probabilities.
         lr: Adam (§3.5: 5e-5).
         release_scale: the release's luminance input scaling.
+        lic: decode with the luminance-guided decoder (§3.2); ``False`` decodes with the VAE's
+            own decoder (the paper's W/o LIC ablation; training is the same, so it can be set
+            when loading a checkpoint: ``load_from_checkpoint(path, lic=False)``).
         sample_steps, guidance: DDIM steps and guidance scale of validation, test and predict
             (the paper: 50 steps).
         lpips_weights: local AlexNet weights for LPIPS in validation and test.
@@ -344,6 +366,7 @@ class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, _Restorable):
         uncond_prob: float = 0.1,
         lr: float = 5e-5,
         release_scale: bool = False,
+        lic: bool = True,
         sample_steps: int = 50,
         guidance: float = 5.0,
         lpips_weights: str | None = None,
@@ -506,7 +529,11 @@ class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, _Restorable):
                 eps = self.unet(torch.cat((z, z)), t, context.to(z.dtype))
                 cond, uncond = eps.chunk(2)
                 z = scheduler.step(uncond + guidance * (cond - uncond), t, z).prev_sample
-        rgb = _to_image(self.autoencoder.decode(z, features))
+        if self.hparams.lic:
+            decoded = self.autoencoder.decode(z, features)
+        else:
+            decoded = self.autoencoder.vae.decode(z / self.autoencoder.scaling_factor).sample
+        rgb = _to_image(decoded)
         return recombine(l, rgb_to_l_ab(rgb)[1]).clamp(0, 1)
 
     def colorize(self, l: Tensor, captions: Sequence[str], **kwargs) -> Tensor:
