@@ -1,0 +1,318 @@
+"""The authors' released L-CAD checkpoint, converted into this package's ``cec: first`` model.
+
+Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+
+The release is a ``ControlLDM_cat`` model of the ldm/ControlNet code base (its config
+``cldm_v15_ehdecoder.yaml``). Its Lightning checkpoint holds, in ldm names:
+
+* ``model.diffusion_model.*``: Stable Diffusion v1.5's UNet, whose first convolution
+  ``input_blocks.0.0`` reads the 4 latent channels and 512 more (the grey encoder's deepest
+  feature, concatenated): here :class:`lcad.cec.LuminanceUNet` with ``cec: "first"``, the 4
+  latent channels in the UNet's ``conv_in`` and the 512 others in its zero-initialised
+  extension;
+* ``first_stage_model.{encoder,decoder,quant_conv,post_quant_conv}.*``: the VAE. Its decoder
+  (``EhDecoder``) has Stable Diffusion's parameters; what it adds is where the grey features
+  enter, :func:`lcad.compression.guided_decode`;
+* ``first_stage_model.g_encoder.*``: the grey encoder (``Gray_Encoder``): the VAE encoder's
+  architecture with zero convolutions ``down.{i}.zero_conv.{j}`` and ``zero_conv_mid{1,2}``:
+  :class:`lcad.compression.LuminanceEncoder`. Its output head (``norm_out``, ``conv_out``) is
+  never used by the release and is dropped;
+* ``cond_stage_model.transformer.*``: the CLIP ViT-L/14 text model (loaded into the caption
+  encoder when given);
+* the noise schedule's buffers (``betas``, ``alphas_cumprod``, ...), checked against the
+  schedule of the config.
+
+The Stable Diffusion parts are converted by diffusers' own single-file utilities
+(``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint``, ``convert_ldm_clip_checkpoint``
+and the ``create_*_diffusers_config_from_ldm`` configurations); the grey encoder goes through
+the VAE encoder's conversion (same architecture), its zero convolutions renamed here. Keys that
+no part consumes, and keys a part lacks or has in another shape, raise an error naming them.
+Nothing is downloaded: the checkpoint is a local file, read with ``weights_only``.
+
+    from lcad.weights import load_released
+    module = load_released("lcad.ckpt", text_encoder="models/stable-diffusion-v1-5",
+                           text_subfolder="text_encoder")
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from diffusers import DDPMScheduler
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_clip_checkpoint,
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+    create_unet_diffusers_config_from_ldm,
+    create_vae_diffusers_config_from_ldm,
+)
+from torch import Tensor, nn
+
+from lcad.module import LCADDiffusionModule
+
+__all__ = [
+    "RELEASE_CONFIG",
+    "ReleasedWeights",
+    "component_configs",
+    "convert_released",
+    "load_released",
+]
+
+logger = logging.getLogger(__name__)
+
+UNET = "model.diffusion_model."
+VAE = "first_stage_model."
+GREY = "first_stage_model.g_encoder."
+TEXT = "cond_stage_model.transformer."
+#: ldm's noise-schedule buffers (``DDPM.register_schedule``): functions of ``betas``.
+SCHEDULE_BUFFERS = (
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+    "posterior_mean_coef1", "posterior_mean_coef2", "scale_factor",
+)  # fmt: skip
+
+#: The parts of the release's ``cldm_v15_ehdecoder.yaml`` the conversion reads, in its layout:
+#: Stable Diffusion v1.5 (UNet 320 channels, multipliers 1-2-4-4, attention at 4-2-1, 8 heads,
+#: context 768; VAE 128 channels, multipliers 1-2-4-4), at 256x256, with SD's schedule.
+RELEASE_CONFIG: dict[str, Any] = {
+    "model": {
+        "params": {
+            "linear_start": 0.00085,
+            "linear_end": 0.012,
+            "timesteps": 1000,
+            "image_size": 32,
+            "scale_factor": 0.18215,
+            "unet_config": {
+                "params": {
+                    "in_channels": 4,
+                    "out_channels": 4,
+                    "model_channels": 320,
+                    "attention_resolutions": [4, 2, 1],
+                    "num_res_blocks": 2,
+                    "channel_mult": [1, 2, 4, 4],
+                    "num_heads": 8,
+                    "transformer_depth": 1,
+                    "context_dim": 768,
+                    "use_linear_in_transformer": False,
+                }
+            },
+            "first_stage_config": {
+                "params": {
+                    "ddconfig": {
+                        "resolution": 256,
+                        "in_channels": 3,
+                        "out_ch": 3,
+                        "z_channels": 4,
+                        "ch": 128,
+                        "ch_mult": [1, 2, 4, 4],
+                        "num_res_blocks": 2,
+                    }
+                }
+            },
+        }
+    }
+}
+
+
+class ReleasedWeights(dict):
+    """The converted parts, ``{part: state dict}`` for ``vae``, ``luminance_encoder``, ``unet``
+    (diffusers names, ``conv_in.extension.weight`` the extra input channels) and ``text``
+    (empty when the checkpoint has no text model), with ``consumed``: the checkpoint keys used."""
+
+    consumed: set[str]
+
+
+def _read_config(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        return copy.deepcopy(RELEASE_CONFIG)
+    if isinstance(config, Mapping):
+        return copy.deepcopy(dict(config))
+    return yaml.safe_load(Path(config).read_text())
+
+
+def component_configs(
+    config: str | Path | Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The diffusers configurations of the release's VAE and UNet (diffusers'
+    ``create_*_diffusers_config_from_ldm``), and its noise schedule
+    (:class:`diffusers.DDPMScheduler` arguments), from the release's config (a YAML file, its
+    dict, or ``None``: :data:`RELEASE_CONFIG`)."""
+    original = _read_config(config)
+    params = original["model"]["params"]
+    ddconfig = params["first_stage_config"]["params"]["ddconfig"]
+    factor = 2 ** (len(ddconfig["ch_mult"]) - 1)
+    size = int(ddconfig.get("resolution", params.get("image_size", 32) * factor))
+    # no checkpoint keys: diffusers' default size (Stable Diffusion v1's), set from the config
+    vae = create_vae_diffusers_config_from_ldm(original, {})
+    unet = create_unet_diffusers_config_from_ldm(original, {})
+    vae["sample_size"], unet["sample_size"] = size, size // factor
+    schedule = {
+        "num_train_timesteps": int(params.get("timesteps", 1000)),
+        "beta_start": float(params.get("linear_start", 0.00085)),
+        "beta_end": float(params.get("linear_end", 0.012)),
+        "beta_schedule": "scaled_linear",  # ldm's "linear" schedule: linear in sqrt(beta)
+        "prediction_type": "epsilon",
+    }
+    return vae, unet, schedule
+
+
+def _consumed(source: Mapping[str, Tensor], converted: Mapping[str, Tensor]) -> set[str]:
+    """Keys of ``source`` whose tensors (or views of them) appear in ``converted``: the
+    converters pass tensors through, or slice them (1x1 attention convolutions to linear)."""
+    storages = {t.untyped_storage().data_ptr() for t in converted.values() if t is not None}
+    return {k for k, t in source.items() if t.untyped_storage().data_ptr() in storages}
+
+
+def _grey_encoder(state: Mapping[str, Tensor], vae_config: dict) -> dict[str, Tensor]:
+    """``Gray_Encoder`` -> :class:`LuminanceEncoder`: the VAE encoder's conversion for its
+    encoder layers, the zero convolutions renamed, the unused output head dropped."""
+    grey = {k[len(GREY) :]: v for k, v in state.items() if k.startswith(GREY)}
+    zero = re.compile(r"down\.(\d+)\.zero_conv\.(\d+)\.(weight|bias)$")
+    mid = re.compile(r"zero_conv_mid([12])\.(weight|bias)$")
+    out: dict[str, Tensor] = {}
+    layers: dict[str, Tensor] = {}
+    for key, value in grey.items():
+        if m := zero.match(key):
+            out[f"zero_convs.{m[1]}.{m[2]}.{m[3]}"] = value
+        elif m := mid.match(key):
+            out[f"mid_zero_convs.{int(m[1]) - 1}.{m[2]}"] = value
+        else:
+            layers[f"encoder.{key}"] = value
+    converted = convert_ldm_vae_checkpoint(layers, vae_config)
+    for key, value in converted.items():
+        name = key[len("encoder.") :]
+        if not name.startswith(("conv_norm_out.", "conv_out.")):  # never used by the release
+            out[name] = value
+    out["__consumed__"] = converted  # type: ignore[assignment]  # popped by the caller
+    return out
+
+
+def convert_released(
+    state: Mapping[str, Tensor], config: str | Path | Mapping[str, Any] | None = None
+) -> ReleasedWeights:
+    """Convert a release state dict (ldm names) into this package's parts; raise on keys no
+    part consumes (checked after loading into the model by :func:`load_released`, which also
+    reports missing and mis-shaped ones)."""
+    vae_config, unet_config, schedule = component_configs(config)
+    latent = int(unet_config["in_channels"])
+    first = UNET + "input_blocks.0.0.weight"
+    if first not in state:
+        raise ValueError(f"not an L-CAD release checkpoint: no {first!r}")
+    unet_state = {k: v for k, v in state.items() if k.startswith(UNET)}
+    full = unet_state[first]
+    unet_state[first] = full[:, :latent]  # the latent channels: Stable Diffusion's conv_in
+    unet = convert_ldm_unet_checkpoint(unet_state, unet_config)
+    unet["conv_in.extension.weight"] = full[:, latent:]
+    parts = ReleasedWeights(unet=unet)
+    consumed = _consumed({k: v for k, v in state.items() if k.startswith(UNET)}, unet)
+
+    vae_state = {k: v for k, v in state.items() if k.startswith(VAE) and not k.startswith(GREY)}
+    parts["vae"] = convert_ldm_vae_checkpoint(vae_state, vae_config)
+    consumed |= _consumed(vae_state, parts["vae"])
+
+    grey = _grey_encoder(state, vae_config)
+    grey_layers = grey.pop("__consumed__")
+    parts["luminance_encoder"] = grey
+    grey_state = {k: v for k, v in state.items() if k.startswith(GREY)}
+    consumed |= _consumed(grey_state, {**grey, **grey_layers})
+
+    text_state = {k: v for k, v in state.items() if k.startswith(TEXT)}
+    text = convert_ldm_clip_checkpoint(text_state)
+    position_ids = [k for k in text if k.endswith("position_ids")]  # a buffer, not a weight
+    consumed |= {TEXT + k for k in position_ids}
+    parts["text"] = {k: v for k, v in text.items() if k not in position_ids}
+    consumed |= _consumed(text_state, parts["text"])
+
+    present = [name for name in SCHEDULE_BUFFERS if name in state]
+    if present:
+        _check_schedule(state, schedule)
+        consumed |= set(present)
+    unused = sorted(set(state) - consumed)
+    if unused:
+        more = f", ... ({len(unused)} in all)" if len(unused) > 20 else ""
+        shown = ", ".join(unused[:20]) + more
+        raise ValueError(f"keys of the checkpoint that no part of L-CAD consumes: {shown}")
+    parts.consumed = consumed
+    return parts
+
+
+def _check_schedule(state: Mapping[str, Tensor], schedule: dict[str, Any]) -> None:
+    ours = DDPMScheduler(**schedule)
+    for name, value in (("betas", ours.betas), ("alphas_cumprod", ours.alphas_cumprod)):
+        if name in state and not torch.allclose(state[name].double(), value.double(), atol=1e-6):
+            raise ValueError(
+                f"the checkpoint's {name!r} differs from the config's schedule {schedule}: give "
+                "the release's config (linear_start, linear_end, timesteps)"
+            )
+
+
+def _load(part: str, module: nn.Module, state: Mapping[str, Tensor]) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # names the missing, unexpected and mis-shaped keys
+        raise ValueError(f"the release's {part} does not fit the model: {err}") from err
+
+
+def load_released(
+    path: str | Path,
+    text_encoder: str,
+    text_subfolder: str | None = None,
+    config: str | Path | Mapping[str, Any] | None = None,
+    text_pretrained: bool = True,
+    **options: Any,
+) -> LCADDiffusionModule:
+    """An :class:`LCADDiffusionModule` (``cec: first``, ``trainable: release``, the release's
+    luminance scaling, DDIM 50 steps, guidance 5: the release's ``inference.py``) with the
+    weights of the authors' checkpoint.
+
+    Args:
+        path: the release's checkpoint (a local file; a Lightning checkpoint or a bare state
+            dict).
+        text_encoder, text_subfolder: the caption encoder (its tokenizer, and its weights when
+            the checkpoint has none): Stable Diffusion v1.5's pipeline folder with
+            ``text_subfolder="text_encoder"``, as for ``paper-diffusion.yaml``. The
+            checkpoint's CLIP weights, when present, replace the folder's.
+        config: the release's model config (its YAML file or dict); default
+            :data:`RELEASE_CONFIG`.
+        text_pretrained: load the folder's text weights first.
+        options: further :class:`LCADDiffusionModule` arguments (``sample_steps``, ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint (chromalab never downloads weights)")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint)
+    parts = convert_released(state, config)
+    vae_config, unet_config, schedule = component_configs(config)
+    settings = dict(
+        vae=vae_config, unet=unet_config, text_encoder=text_encoder, text_subfolder=text_subfolder,
+        text_pretrained=text_pretrained, schedule=schedule, cec="first", trainable="release",
+        release_scale=True, sample_steps=50, guidance=5.0,
+    )  # fmt: skip
+    module = LCADDiffusionModule(**(settings | options))
+    extension = parts["unet"]["conv_in.extension.weight"].shape[1]
+    channels = module.autoencoder.luminance_encoder.mid_zero_convs[-1].out_channels
+    if extension != channels:
+        raise ValueError(
+            f"the UNet's first convolution reads {extension} extra channels, the grey encoder "
+            f"gives {channels}"
+        )
+    _load("VAE", module.autoencoder.vae, parts["vae"])
+    _load("grey encoder", module.autoencoder.luminance_encoder, parts["luminance_encoder"])
+    _load("UNet", module.unet.unet, parts["unet"])
+    if parts["text"]:
+        _load("text encoder", module.text.model, parts["text"])
+    else:
+        logger.info("the checkpoint has no text model: the caption encoder's own weights stay")
+    module._restored = True  # fit keeps these weights (no pretrained reload at its start)
+    logger.info("L-CAD release %s: %d tensors converted", path, len(parts.consumed))
+    return module

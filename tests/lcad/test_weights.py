@@ -1,0 +1,133 @@
+"""The authors' release checkpoint, converted (``lcad.weights``), on a tiny checkpoint in the
+release's ldm key layout (:mod:`tests.lcad.release`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+)
+
+from chromalab.text_models import EMBEDDED_TEXT_ENCODER
+from lcad.text import CaptionEncoder
+from lcad.weights import component_configs, convert_released, load_released
+from tests.lcad.components import TEXT_OPTIONS
+from tests.lcad.release import TINY_RELEASE, tiny_release
+
+TEXT = dict(text_pretrained=False, text_options=TEXT_OPTIONS, max_caption_length=16)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    text = CaptionEncoder(EMBEDDED_TEXT_ENCODER, None, 16, False, TEXT_OPTIONS)
+    path, sources = tiny_release(tmp_path_factory.mktemp("release"), text)
+    module = load_released(path, EMBEDDED_TEXT_ENCODER, config=TINY_RELEASE, **TEXT).eval()
+    return path, sources, module
+
+
+def _load(path, **changes):
+    state = torch.load(path, weights_only=True)["state_dict"]
+    for key, value in changes.items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    torch.save({"state_dict": state}, path.with_name("changed.ckpt"))
+    return path.with_name("changed.ckpt")
+
+
+def test_every_key_is_consumed(release):
+    path, sources, _ = release
+    state = sources["state"]
+    parts = convert_released(state, TINY_RELEASE)
+    assert parts.consumed == set(state)
+    assert any(k.startswith("first_stage_model.g_encoder.down.") for k in parts.consumed)
+
+
+def test_the_stable_diffusion_part_converts_as_diffusers_does(release):
+    _, sources, module = release
+    state = sources["state"]
+    vae_config, unet_config, _ = component_configs(TINY_RELEASE)
+    channels = sources["extension"].shape[1]
+    # diffusers' own conversion of the release UNet, read as a plain UNet of 4 + N_ext inputs
+    # (the release's CatUNet: the grey feature concatenated to the latent)
+    reference = UNet2DConditionModel(**(unet_config | {"in_channels": 4 + channels})).eval()
+    reference.load_state_dict(convert_ldm_unet_checkpoint(state, unet_config))
+    torch.manual_seed(3)
+    z, t = torch.randn(2, 4, 8, 12), torch.tensor([5, 900])  # non-square latents
+    context, lum = torch.randn(2, 16, 12), torch.randn(2, channels, 8, 12)
+    with torch.no_grad():
+        expected = reference(torch.cat((z, lum), 1), t, context).sample
+        with module.unet.luminance(lum):
+            got = module.unet(z, t, context)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        # and without luminance, the source UNet exactly
+        with module.unet.luminance(lum * 0):
+            torch.testing.assert_close(module.unet(z, t, context),
+                                       sources["unet"](z, t, context).sample)  # fmt: skip
+    vae_state = {k: v for k, v in state.items()
+                 if k.startswith("first_stage_model.") and ".g_encoder." not in k}  # fmt: skip
+    reference_vae = AutoencoderKL(**vae_config).eval()
+    reference_vae.load_state_dict(convert_ldm_vae_checkpoint(vae_state, vae_config))
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    with torch.no_grad():
+        ours, theirs = module.autoencoder.vae, reference_vae
+        latent = ours.encode(x).latent_dist.mode()
+        assert torch.equal(latent, theirs.encode(x).latent_dist.mode())
+        assert torch.equal(ours.decode(latent).sample, theirs.decode(latent).sample)
+        assert torch.equal(ours.decode(latent).sample, sources["vae"].decode(latent).sample)
+
+
+def test_the_release_tensors_land_where_they_belong(release):
+    _, sources, module = release
+    state = sources["state"]
+    first = state["model.diffusion_model.input_blocks.0.0.weight"]
+    conv_in = module.unet.unet.conv_in
+    assert torch.equal(conv_in.weight, first[:, :4])
+    assert torch.equal(conv_in.extension.weight, first[:, 4:])
+    assert torch.equal(conv_in.extension.weight, sources["extension"])
+    encoder = module.autoencoder.luminance_encoder
+    grey = "first_stage_model.g_encoder."
+    for i, convs in enumerate(encoder.zero_convs):
+        for j, conv in enumerate(convs):
+            assert torch.equal(conv.weight, state[f"{grey}down.{i}.zero_conv.{j}.weight"])
+            assert torch.equal(conv.bias, state[f"{grey}down.{i}.zero_conv.{j}.bias"])
+    for k, conv in enumerate(encoder.mid_zero_convs):
+        assert torch.equal(conv.weight, state[f"{grey}zero_conv_mid{k + 1}.weight"])
+    assert torch.equal(encoder.conv_in.weight, state[f"{grey}conv_in.weight"])
+    assert torch.equal(encoder.mid_block.attentions[0].to_q.weight,
+                       state[f"{grey}mid.attn_1.q.weight"][:, :, 0, 0])  # fmt: skip
+    # every tensor of the grey encoder, the decoder (whose EhDecoder additions are the
+    # guided decoding, no parameters) and the text model: the sources, tensor by tensor
+    for ours, source in ((encoder, sources["grey"]), (module.autoencoder.vae, sources["vae"]),
+                         (module.text.model, sources["text"])):  # fmt: skip
+        theirs = source.state_dict()
+        for key, value in ours.state_dict().items():
+            assert torch.equal(value, theirs[key]), key
+    assert module.hparams.cec == "first" and module.hparams.release_scale
+    with torch.no_grad():  # the guided decoder reads the converted grey features
+        l = torch.rand(1, 1, 32, 32) * 100
+        features = module.autoencoder.luminance_features(l)
+        latent = torch.randn(1, 4, 16, 16)
+        guided = module.autoencoder.decode(latent, features)
+        plain = module.autoencoder.vae.decode(latent / module.autoencoder.scaling_factor).sample
+    assert not torch.allclose(guided, plain, atol=1e-3)
+
+
+def test_conversion_errors_name_the_keys(release):
+    path, sources, _ = release
+    load = lambda p: load_released(p, EMBEDDED_TEXT_ENCODER, config=TINY_RELEASE, **TEXT)  # noqa: E731
+    with pytest.raises(ValueError, match="control_model.extra.weight"):
+        load(_load(path, **{"control_model.extra.weight": torch.zeros(3)}))
+    with pytest.raises(ValueError, match="(?s)UNet.*Missing key.*conv_out.bias"):
+        load(_load(path, **{"model.diffusion_model.out.2.bias": None}))
+    bad = torch.zeros(7, 3, 3, 3)
+    with pytest.raises(ValueError, match="(?s)VAE.*size mismatch for encoder.conv_in.weight"):
+        load(_load(path, **{"first_stage_model.encoder.conv_in.weight": bad}))
+    with pytest.raises(ValueError, match="'betas' differs"):
+        load(_load(path, betas=sources["state"]["betas"] * 2))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load(path.with_name("absent.ckpt"))
