@@ -82,6 +82,24 @@ def test_validate_the_compression_stage(stages, tmp_path):
     assert 0 < float(metrics["val/psnr"]) < 100
 
 
+def test_evaluate_scores_each_level_and_the_ablation_switch(stages):
+    from lcad.evaluate import evaluate, main
+
+    scores = evaluate(stages["diffusion"], scenes=4, size=32, batch_size=2)
+    for key in ("psnr", "ssim", "caption_consistency", "caption_consistency_complete",
+                "caption_consistency_partial", "caption_consistency_scarce",
+                "unmentioned_canonical_accuracy", "manipulation_accuracy"):  # fmt: skip
+        assert key in scores, key
+    # W/o LIC: the same checkpoint decoded by the VAE alone (trained projections: other colours)
+    plain = evaluate(stages["diffusion"], scenes=4, size=32, batch_size=2,
+                     overrides={"lic": False})  # fmt: skip
+    assert plain["psnr"] != scores["psnr"]
+    recon = evaluate(stages["compression"], "compression", scenes=4, size=32, batch_size=2)
+    assert 0 < recon["psnr"] < 100 and "caption_consistency" not in recon
+    with pytest.raises(SystemExit):
+        main([str(stages["diffusion"]), "--set", "lic"])
+
+
 def test_stage_option():
     assert split_stage(["fit", "--stage", "compression", "-c", "x"]) == (
         "compression",
