@@ -131,3 +131,13 @@ def test_conversion_errors_name_the_keys(release):
         load(_load(path, betas=sources["state"]["betas"] * 2))
     with pytest.raises(FileNotFoundError, match="never downloads"):
         load(path.with_name("absent.ckpt"))
+
+
+def test_the_converted_model_samples_as_the_release_does(release):
+    _, _, module = release
+    assert (module.hparams.sample_steps, module.hparams.guidance) == (50, 5.0)
+    l = torch.rand(1, 1, 32, 48) * 100
+    seeded = lambda: [torch.Generator().manual_seed(0)]  # noqa: E731
+    a = module.colorize_rgb(l, ["a red circle"], steps=2, generators=seeded())
+    b = module.colorize_rgb(l, ["a red circle"], steps=2, generators=seeded())
+    assert a.shape == (1, 3, 32, 48) and torch.equal(a, b)
