@@ -74,12 +74,15 @@ def test_validate_and_predict_the_diffusion_stage(stages, tmp_path):
     )
 
 
-def test_validate_the_compression_stage(stages, tmp_path):
+def test_validate_and_predict_the_compression_stage(stages, tmp_path):
     args = ["validate", "--stage", "compression", "--config", _config("compression"),
             "--ckpt_path", str(stages["compression"]), "--trainer.default_root_dir",
             str(tmp_path)]  # fmt: skip
     metrics = run(args).trainer.callback_metrics
     assert 0 < float(metrics["val/psnr"]) < 100
+    args[0] = "predict"
+    rgb = run(args).trainer.predict_loop.predictions[0]["rgb"]
+    assert rgb.shape == (2, 3, 32, 32) and rgb.min() >= 0 and rgb.max() <= 1
 
 
 def test_evaluate_scores_each_level_and_the_ablation_switch(stages):

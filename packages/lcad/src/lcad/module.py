@@ -143,6 +143,10 @@ class LCADAutoencoderModule(ImageMetrics, _Restorable):
     def evaluate_batch(self, batch: dict, stage: str) -> None:
         self.update_images(stage, self(batch["rgb"]), batch["rgb"].float())
 
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        """``rgb``: the VAE's reconstruction of the batch's images."""
+        return {"rgb": self(batch["rgb"])}
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr,
                                 betas=tuple(self.hparams.betas))  # fmt: skip
@@ -283,6 +287,10 @@ class LCADCompressionModule(ImageMetrics, _Restorable):
 
     def evaluate_batch(self, batch: dict, stage: str) -> None:
         self.update_images(stage, self(batch["rgb"], batch["l"]), batch["rgb"].float())
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        """``rgb``: the luminance-guided reconstruction of the batch's images."""
+        return {"rgb": self(batch["rgb"], batch["l"])}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
