@@ -1,0 +1,123 @@
+"""Instance-aware sampling's attention edit (L-CAD Algorithm 1) on tiny diffusers UNets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from lcad.attention import (
+    AttentionEdit,
+    EditableCrossAttention,
+    attention_edit,
+    install_editable_attention,
+    mask_mass,
+)
+from tests.lcad.components import TINY_UNET
+
+
+def _unet(heads: int) -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    # attention_head_dim is diffusers' head count for this UNet family
+    return UNet2DConditionModel(**(TINY_UNET | {"attention_head_dim": heads,
+                                                "block_out_channels": [8, 16]})).eval()  # fmt: skip
+
+
+def _edit(b: int = 2, h: int = 6, w: int = 10, t: int = 7, step: float = 4.0) -> AttentionEdit:
+    masks = torch.zeros(b, 2, h * 4, w * 4)
+    masks[:, 0, :, : w * 2] = 1  # phrase 0: left half
+    masks[:, 1, : h * 2] = 1  # phrase 1: top half
+    tokens = torch.zeros(b, 2, t, dtype=torch.bool)
+    tokens[:, 0, 1], tokens[:, 0, 2], tokens[:, 1, 4] = True, True, True
+    return AttentionEdit(masks, tokens, (h, w), step)
+
+
+def _inputs(b: int = 2, h: int = 6, w: int = 10, t: int = 7):
+    torch.manual_seed(1)
+    z = torch.randn(b, 4, h, w)
+    return torch.cat((z, z)), torch.tensor(500), torch.randn(2 * b, t, 12)  # CFG: 2B rows
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_without_an_edit_and_when_recording_the_unet_is_unchanged(heads):
+    unet = _unet(heads)
+    z, t, context = _inputs()
+    with torch.no_grad():
+        expected = unet(z, t, context).sample
+        install_editable_attention(unet)
+        assert any(isinstance(p, EditableCrossAttention) for p in unet.attn_processors.values())
+        torch.testing.assert_close(unet(z, t, context).sample, expected, atol=1e-5, rtol=1e-4)
+        with attention_edit(unet, _edit()) as edit:
+            edit.mode = "record"
+            recorded = unet(z, t, context).sample
+            edit.step_size = 0.0
+            edit.mode = "record"
+            unet(z, t, context)
+            edit.mode = "apply"  # λ = 0: the recorded maps are the layer's own
+            applied = unet(z, t, context).sample
+    torch.testing.assert_close(recorded, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(applied, expected, atol=1e-5, rtol=1e-4)
+    cross = [n for n in unet.attn_processors if ".attn2." in n]
+    assert set(edit.edited) == set(cross)  # every cross-attention layer, any head count
+
+
+def test_the_step_is_the_bce_gradient_on_the_phrase_tokens_only():
+    edit = _edit(step=3.0)
+    heads, queries = 2, 6 * 10
+    torch.manual_seed(2)
+    logits = torch.randn(2 * heads, queries, 7, requires_grad=True)
+    target, selected = edit.targets(queries)
+    x = logits.view(2, heads, queries, 7)
+    bce = torch.nn.functional.binary_cross_entropy(
+        torch.sigmoid(x), target[:, None].expand_as(x), reduction="none"
+    )
+    (bce * selected[:, None]).sum().backward()
+    stepped = edit.step(logits.detach(), heads)
+    torch.testing.assert_close(stepped, logits.detach() - 3.0 * logits.grad)
+    untouched = ~selected[0, 0]
+    assert torch.equal(stepped[..., untouched], logits.detach()[..., untouched])
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_an_edit_moves_attention_into_the_mask_for_a_non_square_batch(heads):
+    unet = _unet(heads)
+    z, t, context = _inputs()
+    with torch.no_grad(), attention_edit(unet, _edit(step=4.0)) as edit:
+        edit.mode = "record"
+        plain = unet(z, t, context).sample
+        edit.mode = "apply"
+        edited = unet(z, t, context).sample
+    assert edited.shape == plain.shape == (4, 4, 6, 10)
+    assert not torch.allclose(edited[:2], plain[:2])  # conditional rows edited
+    torch.testing.assert_close(edited[2:], plain[2:])  # unconditional rows untouched
+    # on every layer's own logits, one step raises the share of each phrase token's attention
+    # that falls inside its mask
+    raw = _edit(step=0.0)
+    with torch.no_grad(), attention_edit(unet, raw):
+        raw.mode = "record"
+        unet(z, t, context)
+    for name, logits in raw.edited.items():
+        before = mask_mass(logits, raw, heads)
+        after = mask_mass(edit.step(logits, heads), raw, heads)
+        assert (after > before).all(), name
+
+
+def test_nothing_is_held_after_a_sampling():
+    unet = _unet(2)
+    z, t, context = _inputs()
+    holder = install_editable_attention(unet)
+    with torch.no_grad():
+        with attention_edit(unet, _edit()) as edit:
+            edit.mode = "record"
+            unet(z, t, context)
+        assert holder.edit is None
+        again = unet(z, t, context).sample
+        install_editable_attention(unet)  # idempotent
+        torch.testing.assert_close(unet(z, t, context).sample, again)
+    with (
+        pytest.raises(RuntimeError, match="record first"),
+        torch.no_grad(),
+        attention_edit(unet, _edit()) as edit,
+    ):
+        edit.mode = "apply"
+        unet(z, t, context)
