@@ -32,12 +32,12 @@ The features are given once per image, for a whole sampling loop, with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import ConfigMixin, ModelMixin, UNet2DConditionModel
 from torch import Tensor, nn
 
 __all__ = ["CEC", "ChannelExtendedConv2d", "LuminancePyramid", "LuminanceUNet"]
@@ -106,20 +106,44 @@ class ChannelExtendedConv2d(nn.Conv2d):
         return super().forward(x) + self.extension(y)
 
 
-class LuminanceUNet(nn.Module):
+def _json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _json(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, tuple | list):
+        return [_json(v) for v in value]
+    return value
+
+
+class LuminanceUNet(ModelMixin, ConfigMixin):
     """A diffusers ``UNet2DConditionModel`` with channel-extended convolutions.
 
+    A diffusers model itself (``save_pretrained`` / ``from_pretrained``: its configuration holds
+    the UNet's as ``unet_config``), the UNet of :class:`lcad.pipeline.LCADPipeline`.
+
     Args:
-        unet: the (pretrained) UNet; its convolutions at the ``cec`` places are replaced.
+        unet_config: the (pretrained) UNet, whose convolutions at the ``cec`` places are
+            replaced, or its configuration (a UNet with new weights is built from it).
         luminance_channels: ``N_ext``, the channels of the luminance features.
         cec: ``"all_down"`` (the paper), ``"first"`` (the release) or ``"none"`` (the W/o SLR
             ablation); see the module notes.
     """
 
-    def __init__(self, unet: UNet2DConditionModel, luminance_channels: int, cec: CEC = "all_down"):
+    def __init__(
+        self,
+        unet_config: UNet2DConditionModel | Mapping[str, Any],
+        luminance_channels: int,
+        cec: CEC = "all_down",
+    ) -> None:
         super().__init__()
         if cec not in ("all_down", "first", "none"):
             raise ValueError(f"cec must be 'all_down', 'first' or 'none', got {cec!r}")
+        unet = unet_config
+        if not isinstance(unet, UNet2DConditionModel):
+            unet = UNet2DConditionModel.from_config(dict(unet_config))
+        # registered by hand: the configuration holds the UNet's, not the module
+        self.register_to_config(
+            unet_config=_json(unet.config), luminance_channels=luminance_channels, cec=cec
+        )
         self.unet = unet
         self.cec = cec
         if cec == "first":

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
 __all__ = [
@@ -106,8 +106,3 @@ def vae(setting: Component) -> AutoencoderKL:
 
 def unet(setting: Component) -> UNet2DConditionModel:
     return build(UNet2DConditionModel, setting, "unet")
-
-
-def ddim(config: Mapping[str, Any]) -> DDIMScheduler:
-    """A DDIM sampler on the training schedule (η = 0; the paper samples with 50 steps)."""
-    return DDIMScheduler.from_config(dict(config) | {"clip_sample": False})

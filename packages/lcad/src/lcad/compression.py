@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import Decoder, Encoder
 from torch import Tensor, nn
 
@@ -63,9 +64,10 @@ def luminance_input(l: Tensor, channels: int = 3, release_scale: bool = False) -
     return x.expand(-1, channels, -1, -1)
 
 
-class LuminanceEncoder(nn.Module):
+class LuminanceEncoder(ModelMixin, ConfigMixin):
     """The luminance encoder of §3.2: the VAE encoder's architecture, with zero-initialised 1x1
-    convolutions on its multi-scale features.
+    convolutions on its multi-scale features. A diffusers model: ``save_pretrained`` /
+    ``from_pretrained`` (the luminance encoder of :class:`lcad.pipeline.LCADPipeline`).
 
     Args:
         in_channels, block_out_channels, layers_per_block, norm_num_groups, act_fn,
@@ -73,6 +75,7 @@ class LuminanceEncoder(nn.Module):
             :meth:`from_vae` copies it.
     """
 
+    @register_to_config
     def __init__(
         self,
         in_channels: int = 3,

@@ -33,7 +33,6 @@ from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
 from chromalab.color import rgb_to_l_ab
-from chromalab.io import recombine
 from chromalab.metrics import LPIPS
 from chromalab.modules import ImageMetrics, SceneCaptionMetrics
 from chromalab.text import find_color_words, remove_color_words
@@ -48,6 +47,7 @@ from lcad.losses import (
     pixel_loss,
     reconstruction_loss,
 )
+from lcad.pipeline import LCADPipeline, make_scheduler
 from lcad.text import CaptionEncoder
 
 __all__ = ["LCADAutoencoderModule", "LCADCompressionModule", "LCADDiffusionModule"]
@@ -499,6 +499,24 @@ class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, _Restorable):
         return loss
 
     # ------------------------------------------------------------------------- sampling
+    def pipeline(self, scheduler: str = "ddim") -> LCADPipeline:
+        """The model as an :class:`lcad.pipeline.LCADPipeline` (its own modules, no copy) with
+        the scheduler ``scheduler`` on the training noise schedule; ``save_pretrained`` writes
+        a diffusers folder that ``LCADPipeline.from_pretrained`` reads."""
+        pipe = LCADPipeline(
+            vae=self.autoencoder.vae,
+            luminance_encoder=self.autoencoder.luminance_encoder,
+            unet=self.unet,
+            text_encoder=self.text.model,
+            tokenizer=self.text.tokenizer,
+            scheduler=make_scheduler(scheduler, self.schedule),
+            release_scale=self.hparams.release_scale,
+            lic=self.hparams.lic,
+            caption_length=self.text.max_length,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     @torch.no_grad()
     def colorize_rgb(
         self,
@@ -507,42 +525,26 @@ class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, _Restorable):
         steps: int | None = None,
         guidance: float | None = None,
         generators: Sequence[torch.Generator] | None = None,
+        scheduler: str = "ddim",
+        **options: Any,
     ) -> Tensor:
         """Colorizations ``(B, 3, H, W)`` in ``[0, 1]`` of lightness ``l`` ``(B, 1, H, W)``
-        (sides multiples of the VAE's downsampling factor) with one caption each: DDIM with
-        classifier-free guidance, one generator per image (the same seed gives the same
-        colours whatever the batch), the input L kept."""
+        (sides multiples of the VAE's downsampling factor) with one caption each: the
+        :meth:`pipeline`'s sampling (DDIM by default, the module's steps and guidance), one
+        generator per image (the same seed gives the same colours whatever the batch), the
+        input L kept. ``options``: further :class:`~lcad.pipeline.LCADPipeline` arguments
+        (``masks``, ``edit_step_size``, ``edit_steps``)."""
         captions = list(captions)
-        b = l.shape[0]
-        if len(captions) != b:
-            raise ValueError(f"{b} images but {len(captions)} captions")
-        steps = steps or self.hparams.sample_steps
-        guidance = self.hparams.guidance if guidance is None else guidance
-        features = self.autoencoder.luminance_features(l)
-        factor = 2 ** (len(self.autoencoder.vae.config.block_out_channels) - 1)
-        if l.shape[-2] % factor or l.shape[-1] % factor:
-            raise ValueError(
-                f"image sides must be multiples of {factor}, got {tuple(l.shape[-2:])}"
-            )
-        shape = (self.autoencoder.vae.config.latent_channels, l.shape[-2] // factor,
-                 l.shape[-1] // factor)  # fmt: skip
-        generators = generators or [None] * b
-        z = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(l.device)
-        scheduler = components.ddim(self.schedule)
-        scheduler.set_timesteps(steps, device=l.device)
-        z = z * scheduler.init_noise_sigma
-        context = self.text(captions + [""] * b)  # conditional rows, then unconditional
-        with self.unet.luminance(features[-1]):
-            for t in scheduler.timesteps:
-                eps = self.unet(torch.cat((z, z)), t, context.to(z.dtype))
-                cond, uncond = eps.chunk(2)
-                z = scheduler.step(uncond + guidance * (cond - uncond), t, z).prev_sample
-        if self.hparams.lic:
-            decoded = self.autoencoder.decode(z, features)
-        else:
-            decoded = self.autoencoder.vae.decode(z / self.autoencoder.scaling_factor).sample
-        rgb = _to_image(decoded)
-        return recombine(l, rgb_to_l_ab(rgb)[1]).clamp(0, 1)
+        if len(captions) != l.shape[0]:
+            raise ValueError(f"{l.shape[0]} images but {len(captions)} captions")
+        return self.pipeline(scheduler)(
+            l,
+            captions,
+            num_inference_steps=steps or self.hparams.sample_steps,
+            guidance_scale=self.hparams.guidance if guidance is None else guidance,
+            generator=list(generators) if generators else None,
+            **options,
+        ).images
 
     def colorize(self, l: Tensor, captions: Sequence[str], **kwargs) -> Tensor:
         """Predicted ab ``(B, 2, H, W)`` (:meth:`colorize_rgb`)."""

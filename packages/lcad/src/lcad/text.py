@@ -20,7 +20,26 @@ from torch import Tensor, nn
 
 from chromalab.text_models import resolve_text_source, text_source_error
 
-__all__ = ["CaptionEncoder"]
+__all__ = ["CaptionEncoder", "encode_captions"]
+
+
+@torch.no_grad()
+def encode_captions(
+    tokenizer, model: nn.Module, captions: Sequence[str], max_length: int
+) -> Tensor:
+    """Context ``(B, max_length, width)``: ``model``'s last hidden states of ``captions``
+    padded (and truncated) to ``max_length`` tokens."""
+    if isinstance(captions, str):
+        raise ValueError("captions must be a sequence of strings, not one string")
+    device = next(model.parameters()).device
+    ids = tokenizer(
+        list(captions),
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )["input_ids"].to(device)
+    return model(input_ids=ids).last_hidden_state
 
 
 class CaptionEncoder(nn.Module):
@@ -76,17 +95,6 @@ class CaptionEncoder(nn.Module):
         self.model.eval()  # frozen: no dropout
         return self
 
-    @torch.no_grad()
     def forward(self, captions: Sequence[str]) -> Tensor:
         """Context ``(B, max_length, width)`` of ``captions``."""
-        if isinstance(captions, str):
-            raise ValueError("captions must be a sequence of strings, not one string")
-        device = next(self.model.parameters()).device
-        ids = self.tokenizer(
-            list(captions),
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )["input_ids"].to(device)
-        return self.model(input_ids=ids).last_hidden_state
+        return encode_captions(self.tokenizer, self.model, captions, self.max_length)
