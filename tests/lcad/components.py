@@ -59,3 +59,30 @@ def tiny_unet(seed: int = 0, heads: int = 2) -> UNet2DConditionModel:
         for p in unet.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return unet.eval()
+
+
+def tiny_sam(seed: int = 0):
+    """Segment Anything built from its classes with random weights: a 64-pixel image encoder
+    (one ViT block), a 16-wide prompt encoder and mask decoder."""
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    torch.manual_seed(seed)
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2, out_chans=16
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=16, image_embedding_size=(4, 4), input_image_size=(64, 64), mask_in_chans=4
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=16,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=16, mlp_dim=32, num_heads=2),
+            iou_head_hidden_dim=16,
+        ),
+    ).eval()

@@ -121,3 +121,21 @@ def test_nothing_is_held_after_a_sampling():
     ):
         edit.mode = "apply"
         unet(z, t, context)
+
+
+def test_observed_maps_peak_where_each_phrase_attends():
+    b, heads, (h, w), t = 2, 2, (6, 10), 7
+    edit = _edit(b, h, w, t)
+    peaks = [((2, 7), (4, 1)), ((5, 0), (0, 9))]  # (y, x) per image and phrase
+    for grid, scale in (((h, w), 1), ((3, 5), 2)):  # the latent's layer and one level down
+        probs = torch.full((b * heads, grid[0] * grid[1], t), 0.1)
+        for i in range(b):
+            for p, (y, x) in enumerate(peaks[i]):
+                tok = edit.tokens[i, p].nonzero()[0, 0]
+                probs[i * heads : (i + 1) * heads, (y // scale) * grid[1] + x // scale, tok] = 5
+        edit.observe(probs.softmax(-1), heads)
+    assert edit.observed.shape == (b, 2, h, w)
+    expected = torch.tensor([[[(x + 0.5) / w, (y + 0.5) / h] for y, x in per] for per in peaks])
+    torch.testing.assert_close(edit.peaks(), expected)
+    with pytest.raises(RuntimeError, match="no attention observed"):
+        _edit().peaks()

@@ -17,7 +17,9 @@ Here:
   conditional rows of the batch (classifier-free guidance puts them first; the unconditional
   rows, the empty caption, are left alone) for any head count, batch and latent shape.
 * :class:`AttentionEdit` is one sampling's edit: the phrases' masks and tokens, ``λ``, and the
-  edited logits of the current step, keyed by layer. It lives for one sampling call
+  edited logits of the current step, keyed by layer. In ``observe`` mode it sums each phrase's
+  attention maps over the layers instead, whose peaks prompt SAM for masks (automatic masks,
+  beyond the paper). It lives for one sampling call
   (:func:`attention_edit`), so nothing carries over from one call to the next.
 * The gradient is the analytic one: for ``sum``-reduced BCE on ``sigmoid(x)``,
   ``∂L/∂x = sigmoid(x) - y`` (tested against autograd), applied to the phrase tokens' columns only,
@@ -43,7 +45,7 @@ __all__ = [
     "mask_mass",
 ]
 
-Mode = Literal["record", "apply"]
+Mode = Literal["record", "apply", "observe"]
 
 
 def _grid(latent: tuple[int, int], queries: int) -> tuple[int, int]:
@@ -80,7 +82,38 @@ class AttentionEdit:
         self.step_size = float(step_size)
         self.mode: Mode | None = None
         self.edited: dict[str, Tensor] = {}
+        self.observed: Tensor | None = None
         self._targets: dict[int, Tensor] = {}
+
+    def set_masks(self, masks: Tensor) -> None:
+        """Replace the masks ``(B, P, H, W)`` (e.g. once they are estimated)."""
+        if masks.shape[:2] != self.masks.shape[:2]:
+            raise ValueError(f"masks {tuple(masks.shape)} for {tuple(self.masks.shape[:2])}")
+        self.masks = masks.float().to(self.masks.device)
+        self._targets = {}
+
+    def observe(self, probs: Tensor, heads: int) -> None:
+        """Add each phrase's attention map at this layer (the softmax probabilities of its
+        tokens ``(B * heads, N, T)`` of the conditional rows, summed over its tokens, averaged
+        over heads, resized to the latent) to :attr:`observed` ``(B, P, h, w)``."""
+        b = self.rows
+        grid = _grid(self.latent, probs.shape[1])
+        per_head = probs.float().view(b, heads, *probs.shape[1:]).mean(1)  # (B, N, T)
+        maps = torch.einsum("bnt,bpt->bpn", per_head, self.tokens.to(per_head))
+        maps = maps.reshape(b, -1, *grid)
+        if grid != self.latent:
+            maps = F.interpolate(maps, size=self.latent, mode="bilinear", align_corners=False)
+        self.observed = maps if self.observed is None else self.observed + maps
+
+    def peaks(self) -> Tensor:
+        """``(B, P, 2)``: each phrase's observed attention peak as ``(x, y)`` in ``[0, 1]``
+        (the centre of the peak's latent cell)."""
+        if self.observed is None:
+            raise RuntimeError("no attention observed: run a UNet pass in mode 'observe'")
+        h, w = self.latent
+        flat = self.observed.flatten(2).argmax(-1)
+        y, x = flat // w, flat % w
+        return torch.stack(((x.float() + 0.5) / w, (y.float() + 0.5) / h), dim=-1)
 
     @property
     def rows(self) -> int:
@@ -192,6 +225,10 @@ class EditableCrossAttention:
         rows = edit.rows * heads
         if rows > logits.shape[0]:
             raise ValueError(f"the edit has {edit.rows} images, the UNet batch is smaller")
+        if edit.mode == "observe":
+            probs = logits.float().softmax(dim=-1)
+            edit.observe(probs[:rows], heads)
+            return attn.batch_to_head_dim(torch.bmm(probs.to(v.dtype), v))
         if edit.mode == "record":
             edit.edited[self.name] = edit.step(logits[:rows], heads)
         elif edit.mode == "apply":

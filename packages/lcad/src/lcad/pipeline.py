@@ -59,6 +59,7 @@ __all__ = [
     "SCHEDULERS",
     "LCADPipeline",
     "LCADPipelineOutput",
+    "color_word_tokens",
     "make_scheduler",
     "phrase_tokens",
 ]
@@ -100,11 +101,7 @@ def _spans_overlap(a: tuple[int, int], spans: Sequence[tuple[int, int]]) -> bool
     return any(a[0] < e and s < a[1] for s, e in spans)
 
 
-def phrase_tokens(tokenizer, caption: str, phrases: Sequence[str], max_length: int) -> Tensor:
-    """Bool ``(P, max_length)``: the tokens whose attention Algorithm 1 edits for each phrase
-    of ``caption`` (a substring, case-insensitive, its first occurrence): the colour words
-    inside the phrase ("attention maps ... for each color word", §3.4), or all its tokens if it
-    names no colour. Needs a fast tokenizer (character offsets)."""
+def _offsets(tokenizer, caption: str, max_length: int) -> list[tuple[int, int]]:
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("instance-aware sampling needs a fast tokenizer (character offsets)")
     enc = tokenizer(
@@ -114,7 +111,24 @@ def phrase_tokens(tokenizer, caption: str, phrases: Sequence[str], max_length: i
         max_length=max_length,
         return_offsets_mapping=True,
     )
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    return [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _span_tokens(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], what: str
+) -> Tensor:
+    out = torch.tensor([e > s and _spans_overlap((s, e), spans) for s, e in offsets])
+    if not out.any():
+        raise ValueError(f"{what} lies beyond the {len(offsets)} caption tokens")
+    return out
+
+
+def phrase_tokens(tokenizer, caption: str, phrases: Sequence[str], max_length: int) -> Tensor:
+    """Bool ``(P, max_length)``: the tokens whose attention Algorithm 1 edits for each phrase
+    of ``caption`` (a substring, case-insensitive, its first occurrence): the colour words
+    inside the phrase ("attention maps ... for each color word", §3.4), or all its tokens if it
+    names no colour. Needs a fast tokenizer (character offsets)."""
+    offsets = _offsets(tokenizer, caption, max_length)
     colors = [(s, e) for s, e, _ in find_color_words(caption)]
     out = torch.zeros(len(phrases), max_length, dtype=torch.bool)
     lower = caption.lower()
@@ -124,12 +138,21 @@ def phrase_tokens(tokenizer, caption: str, phrases: Sequence[str], max_length: i
             raise ValueError(f"phrase {phrase!r} is not in the caption {caption!r}")
         span = (start, start + len(phrase.strip()))
         inner = [c for c in colors if span[0] <= c[0] and c[1] <= span[1]] or [span]
-        for t, (s, e) in enumerate(offsets):
-            if e > s and _spans_overlap((s, e), inner):
-                out[p, t] = True
-        if not out[p].any():
-            raise ValueError(f"phrase {phrase!r} lies beyond the {max_length} caption tokens")
+        out[p] = _span_tokens(offsets, inner, f"phrase {phrase!r}")
     return out
+
+
+def color_word_tokens(tokenizer, caption: str, max_length: int) -> tuple[list[str], Tensor]:
+    """The colour words of ``caption`` (each occurrence, in order) and their tokens
+    ``(P, max_length)``: the phrases of automatic masks."""
+    offsets = _offsets(tokenizer, caption, max_length)
+    words, rows = [], []
+    for s, e, _ in find_color_words(caption):
+        words.append(caption[s:e])
+        rows.append(_span_tokens(offsets, [(s, e)], f"colour word {caption[s:e]!r}"))
+    if not rows:
+        return [], torch.zeros(0, max_length, dtype=torch.bool)
+    return words, torch.stack(rows)
 
 
 def _mask_tensor(mask: Any, size: tuple[int, int]) -> Tensor:
@@ -150,9 +173,11 @@ def _mask_tensor(mask: Any, size: tuple[int, int]) -> Tensor:
 @dataclass
 class LCADPipelineOutput(BaseOutput):
     """``images``: RGB ``(B, 3, H, W)`` in ``[0, 1]`` (``"pt"``), ``(B, H, W, 3)`` (``"np"``)
-    or a list of PIL images (``"pil"``)."""
+    or a list of PIL images (``"pil"``); ``masks``: with ``auto_masks``, the estimated mask
+    of each colour word per image."""
 
     images: Tensor | np.ndarray | list[Image.Image]
+    masks: list[dict[str, Tensor]] | None = None
 
 
 class LCADPipeline(DiffusionPipeline):
@@ -245,6 +270,7 @@ class LCADPipeline(DiffusionPipeline):
         latent: tuple[int, int],
         step_size: float,
     ) -> AttentionEdit | None:
+        """The edit of user masks ``{phrase: mask}`` per image."""
         if len(masks) != len(captions):
             raise ValueError(f"{len(captions)} captions but {len(masks)} mask sets")
         phrases = [list((m or {}).keys()) for m in masks]
@@ -262,6 +288,53 @@ class LCADPipeline(DiffusionPipeline):
                 mask[i, j] = _mask_tensor(masks[i][name], size)
         return AttentionEdit(mask, tokens, latent, step_size)
 
+    def _auto_edit(
+        self,
+        captions: Sequence[str],
+        size: tuple[int, int],
+        latent: tuple[int, int],
+        step_size: float,
+    ) -> tuple[AttentionEdit | None, list[list[str]]]:
+        """An edit on every colour word of each caption, its masks to be estimated."""
+        length = self.config.caption_length
+        found = [color_word_tokens(self.tokenizer, c, length) for c in captions]
+        p = max(len(words) for words, _ in found)
+        if p == 0:
+            return None, []
+        tokens = torch.zeros(len(captions), p, length, dtype=torch.bool)
+        for i, (words, rows) in enumerate(found):
+            tokens[i, : len(words)] = rows
+        edit = AttentionEdit(torch.zeros(len(captions), p, *size), tokens, latent, step_size)
+        return edit, [words for words, _ in found]
+
+    def _segment(
+        self, segmenter, l: Tensor, prompts: Sequence[Mapping[str, Any] | None]
+    ) -> list[dict[str, Tensor] | None]:
+        if segmenter is None:
+            raise ValueError("SAM prompts need a segmenter (lcad.segment.SamSegmenter)")
+        if len(prompts) != l.shape[0]:
+            raise ValueError(f"{l.shape[0]} images but {len(prompts)} prompt sets")
+        return [segmenter(l[i], p) if p else None for i, p in enumerate(prompts)]
+
+    def _estimate_masks(
+        self, edit: AttentionEdit, words, segmenter, l: Tensor
+    ) -> list[dict[str, Tensor]]:
+        """Automatic masks: each colour word's attention peak prompts SAM."""
+        h, w = l.shape[-2:]
+        peaks = edit.peaks().cpu()
+        masks = torch.zeros_like(edit.masks)
+        for i, names in enumerate(words):
+            points = {
+                str(j): (float(peaks[i, j, 0]) * w, float(peaks[i, j, 1]) * h)
+                for j in range(len(names))
+            }
+            if points:
+                for j, m in segmenter(l[i], points).items():
+                    masks[i, int(j)] = m.to(masks)
+        edit.set_masks(masks)
+        return [{name: masks[i, j].cpu() for j, name in enumerate(names)}
+                for i, names in enumerate(words)]  # fmt: skip
+
     def _noise(self, shape: tuple[int, ...], generator, device, dtype) -> Tensor:
         if isinstance(generator, list | tuple):
             if len(generator) != shape[0]:
@@ -278,6 +351,9 @@ class LCADPipeline(DiffusionPipeline):
         image: Any,
         prompt: str | Sequence[str],
         masks: Sequence[Mapping[str, Any] | None] | None = None,
+        prompts: Sequence[Mapping[str, Any] | None] | None = None,
+        segmenter: Any = None,
+        auto_masks: bool = False,
         num_inference_steps: int = 50,
         guidance_scale: float = 5.0,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
@@ -294,6 +370,11 @@ class LCADPipeline(DiffusionPipeline):
                 each phrase a part of the caption (its colour words' attention is edited), each
                 mask ``(H, W)`` in ``[0, 1]`` at any resolution (resized to the image); ``None``
                 or empty: plain sampling for that image.
+            prompts: per image, ``{phrase: point, points or box}`` in pixels: the masks come
+                from ``segmenter`` (:class:`lcad.segment.SamSegmenter`).
+            segmenter: SAM, for ``prompts`` and ``auto_masks``.
+            auto_masks: every colour word's mask from SAM, prompted with the word's
+                cross-attention peak at the first step; the edit starts at the second step.
             num_inference_steps, guidance_scale: sampling steps and classifier-free guidance.
             generator: one per image (reproducible per image), one for the batch, or ``None``.
             edit_step_size: ``λ`` of Algorithm 1 (the paper does not give it).
@@ -315,9 +396,17 @@ class LCADPipeline(DiffusionPipeline):
         device, dtype = self.unet.device, self.unet.dtype
         l = l.to(device)
         latent = (h // f, w // f)
-        edit = None
+        if sum(x is not None and x is not False for x in (masks, prompts, auto_masks)) > 1:
+            raise ValueError("give one of masks, prompts and auto_masks")
+        edit, words, estimated = None, [], None
+        if prompts is not None:
+            masks = self._segment(segmenter, l, prompts)
         if masks is not None:
             edit = self._edit(captions, masks, (h, w), latent, edit_step_size)
+        elif auto_masks:
+            if segmenter is None:
+                raise ValueError("auto_masks needs a segmenter (lcad.segment.SamSegmenter)")
+            edit, words = self._auto_edit(captions, (h, w), latent, edit_step_size)
         if edit is not None:
             edit.masks = edit.masks.to(device)
         autoencoder = self.autoencoder
@@ -337,11 +426,15 @@ class LCADPipeline(DiffusionPipeline):
                 x = self.scheduler.scale_model_input(z, t)
                 if edit is not None:
                     edit.mode = "record" if i < edited else None
-                    if edit.mode:  # Algorithm 1: read and edit the conditional rows' maps
+                    if words and i == 0:  # automatic masks: observe the layout first
+                        edit.mode = "observe"
+                    if edit.mode == "record":  # Algorithm 1: read, edit the conditional maps
                         unet(x, t, context[:b])
                         edit.mode = "apply"
                 eps = unet(torch.cat((x, x)), t, context)
                 if edit is not None:
+                    if edit.mode == "observe":
+                        estimated = self._estimate_masks(edit, words, segmenter, l)
                     edit.mode, edit.edited = None, {}
                 cond, uncond = eps.chunk(2)
                 eps = uncond + guidance_scale * (cond - uncond)
@@ -358,7 +451,7 @@ class LCADPipeline(DiffusionPipeline):
             images = rgb.permute(0, 2, 3, 1).cpu().numpy()
             if output_type == "pil":
                 images = [Image.fromarray((a * 255).round().astype(np.uint8)) for a in images]
-        return LCADPipelineOutput(images=images) if return_dict else (images,)
+        return LCADPipelineOutput(images=images, masks=estimated) if return_dict else (images,)
 
 
 def _step_parameters(scheduler) -> set[str]:
