@@ -137,3 +137,75 @@ def test_fit_on_the_release_caption_format_skips_and_counts_a_bad_image(tmp_path
     ])  # fmt: skip
     assert cli.trainer.global_step == 3
     assert cli.trainer.datamodule.skipped_samples == 1
+
+
+def _sam_checkpoint(path: Path, monkeypatch) -> Path:
+    """A SAM checkpoint of a 768-wide, one-block image encoder (read as ``vit_b``), with the
+    registry's ``vit_b`` builder swapped for that architecture (the real one is 91M
+    parameters)."""
+    from segment_anything import sam_model_registry
+    from segment_anything.modeling import ImageEncoderViT
+
+    from tests.lcad.components import tiny_sam
+
+    def build(checkpoint=None):
+        sam = tiny_sam()
+        sam.image_encoder = ImageEncoderViT(
+            img_size=64, patch_size=16, embed_dim=768, depth=1, num_heads=2, out_chans=16
+        )
+        return sam
+
+    monkeypatch.setitem(sam_model_registry, "vit_b", build)
+    torch.save(build().state_dict(), path)
+    return path
+
+
+def test_chromalab_colorize_with_lcad(stages, tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from chromalab import cli as chromalab_cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sizes = {"photo": (45, 30), "square": (32, 32)}
+    for stem, size in sizes.items():
+        Image.effect_noise(size, 60).convert("RGB").save(folder / f"{stem}.png")
+    caption = "a red circle and a blue square"
+    base = ["colorize", str(folder), "--model", "lcad", "--ckpt", str(stages["diffusion"]),
+            "--caption", caption, "--steps", "2", "--seed", "3", "-q"]  # fmt: skip
+
+    def colorize(out: str, *extra: str) -> dict[str, torch.Tensor]:
+        assert chromalab_cli.main([*base, "-o", str(tmp_path / out), *extra]) == 0
+        images = {}
+        for stem, size in sizes.items():
+            image = Image.open(tmp_path / out / f"{stem}.png")
+            assert image.size == size
+            images[stem] = torch.from_numpy(np.asarray(image).copy())
+        return images
+
+    plain = colorize("plain")
+    assert all(torch.equal(plain[k], v) for k, v in colorize("again").items())  # same seed
+    assert not torch.equal(colorize("dpm", "--scheduler", "dpm++")["photo"], plain["photo"])
+    # masks for one image only: the other is colorized as without them
+    masks = tmp_path / "masks" / "photo"
+    masks.mkdir(parents=True)
+    mask = Image.new("L", (45, 30), 0)
+    mask.paste(255, (0, 0, 20, 30))
+    mask.save(masks / "red_circle.png")
+    masked = colorize("masked", "--masks", str(tmp_path / "masks"))
+    assert torch.equal(masked["square"], plain["square"])
+    assert not torch.equal(masked["photo"], plain["photo"])
+    sam = str(_sam_checkpoint(tmp_path / "sam.pth", monkeypatch))
+    auto = colorize("auto", "--auto-masks", "--sam", sam)
+    assert not torch.equal(auto["photo"], plain["photo"])
+    colorize("prompted", "--sam", sam, "--prompt", "red circle=10,20", "--prompt",
+             "blue square=20,5,44,29")  # fmt: skip
+    # errors name what is missing
+    for extra, message in (
+        (["--auto-masks"], "--sam"),
+        (["--scheduler", "fast"], "unknown scheduler"),
+        (["--prompt", "red circle=1"], "PHRASE=x,y"),
+    ):
+        assert chromalab_cli.main([*base, "-o", str(tmp_path / "err"), *extra]) == 1
+        assert message in capsys.readouterr().err

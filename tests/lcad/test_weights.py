@@ -12,8 +12,9 @@ from diffusers.loaders.single_file_utils import (
 )
 
 from chromalab.text_models import EMBEDDED_TEXT_ENCODER
+from lcad.pipeline import LCADPipeline
 from lcad.text import CaptionEncoder
-from lcad.weights import component_configs, convert_released, load_released
+from lcad.weights import component_configs, convert_released, load_released, save_pipeline
 from tests.lcad.components import TEXT_OPTIONS
 from tests.lcad.release import TINY_RELEASE, tiny_release
 
@@ -141,3 +142,18 @@ def test_the_converted_model_samples_as_the_release_does(release):
     a = module.colorize_rgb(l, ["a red circle"], steps=2, generators=seeded())
     b = module.colorize_rgb(l, ["a red circle"], steps=2, generators=seeded())
     assert a.shape == (1, 3, 32, 48) and torch.equal(a, b)
+
+
+def test_the_converted_release_saves_as_a_pipeline_folder(release, tmp_path):
+    path, _, module = release
+    out = save_pipeline(path, tmp_path / "pipe", EMBEDDED_TEXT_ENCODER, config=TINY_RELEASE,
+                        **TEXT)  # fmt: skip
+    assert (out / "model_index.json").is_file()
+    assert list((out / "unet").glob("*.safetensors"))
+    pipe = LCADPipeline.from_pretrained(out)
+    assert pipe.config.release_scale and pipe.unet.cec == "first"
+    l = torch.rand(1, 1, 32, 48) * 100
+    seeded = lambda: [torch.Generator().manual_seed(0)]  # noqa: E731
+    expected = module.colorize_rgb(l, ["a red circle"], steps=2, generators=seeded())
+    got = pipe(l, ["a red circle"], num_inference_steps=2, generator=seeded()).images
+    assert torch.equal(got, expected)

@@ -160,13 +160,29 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     from chromalab.models import load_colorizer, resolve_device
 
     device = resolve_device(args.device)
+    sampling = {
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "seed": args.seed,
+        "scheduler": args.scheduler,
+        "masks": args.masks,
+        "prompts": args.prompt,
+        "auto_masks": args.auto_masks,
+        "sam": args.sam,
+        "text_encoder": args.text_encoder,
+    }
+    given = {k: v for k, v in sampling.items() if v not in (None, False, [])}
     model = load_colorizer(
         args.model,
         ckpt=args.ckpt,
         weights=args.weights,
         device=str(device),
         temperature=args.temperature,
+        progress=not args.quiet,
+        **given,
     )
+    if given and not getattr(model, "uses_source", False):
+        logger.warning("model %s has no sampling options; ignored: %s", args.model, sorted(given))
     if args.caption and not model.uses_captions:
         logger.warning("model %s ignores captions; --caption has no effect", args.model)
     files: list[Path] = []
@@ -191,8 +207,12 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         l_small = F.interpolate(
             l_full, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
+        captions = [args.caption] if args.caption else None
+        extra = {}
+        if getattr(model, "uses_source", False):  # per-image inputs (masks, prompts)
+            extra = {"source": path, "full_size": tuple(l_full.shape[-2:])}
         with torch.inference_mode():
-            ab = model.colorize(l_small, [args.caption] if args.caption else None)
+            ab = model.colorize(l_small, captions, **extra)
         result = recombine(l_full, ab.float())
         target = out_dir / (path.stem + ".png")
         save_image(result[0].cpu(), target)
@@ -282,6 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     col.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     col.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    diffusion = col.add_argument_group("diffusion models (lcad)")
+    diffusion.add_argument("--steps", type=int, default=None, help="sampling steps")
+    diffusion.add_argument("--scheduler", default=None, help="ddim (default), dpm++, unipc, ...")
+    diffusion.add_argument("--guidance", type=float, default=None, help="guidance scale")
+    diffusion.add_argument("--seed", type=int, default=None, help="seed of every image (0)")
+    diffusion.add_argument(
+        "--masks", default=None, help="instance masks: DIR/<image stem>/<phrase>.png"
+    )
+    diffusion.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        metavar="PHRASE=x,y[,x1,y1]",
+        help="a SAM point or box for a phrase, in input pixels (repeatable; needs --sam)",
+    )
+    diffusion.add_argument(
+        "--auto-masks",
+        action="store_true",
+        help="masks from SAM prompted by each colour word's attention peak (needs --sam)",
+    )
+    diffusion.add_argument("--sam", default=None, help="Segment Anything checkpoint (local)")
+    diffusion.add_argument(
+        "--text-encoder", default=None, help="text encoder folder, for released weights"
+    )
     col.set_defaults(func=_cmd_colorize)
     return parser
 

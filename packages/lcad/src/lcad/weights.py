@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ __all__ = [
     "component_configs",
     "convert_released",
     "load_released",
+    "save_pipeline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -316,3 +317,47 @@ def load_released(
     module._restored = True  # fit keeps these weights (no pretrained reload at its start)
     logger.info("L-CAD release %s: %d tensors converted", path, len(parts.consumed))
     return module
+
+
+def save_pipeline(
+    path: str | Path,
+    output: str | Path,
+    text_encoder: str,
+    text_subfolder: str | None = None,
+    config: str | Path | Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Path:
+    """Convert the authors' checkpoint (:func:`load_released`) and write it as an
+    :class:`lcad.pipeline.LCADPipeline` folder (``save_pretrained``: safetensors), which
+    ``LCADPipeline.from_pretrained`` and ``chromalab colorize --model lcad --weights`` read
+    without the conversion. Returns ``output``."""
+    module = load_released(path, text_encoder, text_subfolder, config, **options)
+    output = Path(output)
+    module.pipeline().save_pretrained(output)
+    logger.info("wrote the L-CAD pipeline to %s", output)
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m lcad.weights RELEASE.ckpt --text-encoder SD15_DIR -o lcad-pipeline/``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Convert the authors' L-CAD checkpoint into an LCADPipeline folder."
+    )
+    parser.add_argument("checkpoint", help="the release's checkpoint (local file)")
+    parser.add_argument(
+        "--text-encoder",
+        required=True,
+        help="Stable Diffusion v1.5's folder (its text_encoder/ and tokenizer/) or a CLIP folder",
+    )
+    parser.add_argument("--config", default=None, help="the release's model YAML (default: ours)")
+    parser.add_argument("-o", "--output", required=True, help="the pipeline folder to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sub = "text_encoder" if (Path(args.text_encoder) / "text_encoder").is_dir() else None
+    save_pipeline(args.checkpoint, args.output, args.text_encoder, sub, args.config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""``chromalab colorize --model lcad``: the plug-in registered in ``chromalab.models``.
+
+::
+
+    chromalab colorize --model lcad --ckpt stage2.ckpt --caption "a red car" photos/ -o out/
+    chromalab colorize --model lcad --weights lcad-pipeline/ --caption "..." --auto-masks \\
+        --sam sam_vit_b.pth --scheduler dpm++ --steps 15 --seed 3 photos/ -o out/
+
+Weights: ``--ckpt``, an ``lcad fit --stage diffusion`` checkpoint; or ``--weights``, a folder
+written by ``LCADPipeline.save_pretrained`` (``python -m lcad.weights`` writes one from the
+authors' release), or the release's checkpoint itself with ``--text-encoder`` (Stable Diffusion
+v1.5's folder).
+
+Instance-aware sampling (§3.4) takes one of: ``--masks DIR`` (``DIR/<image stem>/<phrase>.png``,
+underscores for spaces: ``masks/photo/red_car.png``), ``--prompt "PHRASE=x,y"`` or
+``"PHRASE=x0,y0,x1,y1"`` with ``--sam CKPT`` (points or boxes in the input image's pixels), or
+``--auto-masks`` with ``--sam CKPT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from chromalab.color import rgb_to_l_ab
+from chromalab.models import resolve_device
+from lcad.pipeline import SCHEDULERS
+
+__all__ = ["LCADColorizer", "load_colorizer", "parse_prompts", "read_masks"]
+
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def parse_prompts(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """``["red car=120,80", "sky=0,0,640,200"]`` -> ``{"red car": (120, 80), ...}``."""
+    out = {}
+    for item in items:
+        phrase, sep, coords = item.rpartition("=")
+        try:
+            values = tuple(float(v) for v in coords.split(","))
+        except ValueError:
+            values = ()
+        if not sep or not phrase.strip() or len(values) not in (2, 4):
+            raise ValueError(f"--prompt {item!r}: give PHRASE=x,y or PHRASE=x0,y0,x1,y1")
+        out[phrase.strip()] = values
+    return out
+
+
+def read_masks(folder: str | Path, stem: str) -> dict[str, Image.Image]:
+    """``{phrase: mask image}`` from ``folder/<stem>/<phrase>.<ext>`` (underscores for
+    spaces); empty when the image has no folder."""
+    base = Path(folder) / stem
+    if not base.is_dir():
+        return {}
+    files = sorted(p for p in base.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+    return {p.stem.replace("_", " "): Image.open(p).convert("L") for p in files}
+
+
+class LCADColorizer:
+    """An :class:`~lcad.pipeline.LCADPipeline` behind the :class:`chromalab.models.Colorizer`
+    protocol, with the sampling and mask options of the command line.
+
+    Args:
+        pipeline: the pipeline.
+        input_size: side of the square lightness the command feeds (the model's training size).
+        steps, guidance, seed, scheduler: sampling (every image with its own generator seeded
+            ``seed``: the same seed gives the same colours).
+        masks_dir, prompts, auto_masks, segmenter: instance-aware sampling (module notes).
+        edit_step_size, edit_steps: Algorithm 1's ``λ`` and how many steps it edits.
+        progress: show the sampling steps.
+    """
+
+    uses_captions = True
+    uses_source = True
+
+    def __init__(
+        self,
+        pipeline,
+        input_size: int,
+        steps: int = 50,
+        guidance: float = 5.0,
+        seed: int = 0,
+        scheduler: str = "ddim",
+        masks_dir: str | None = None,
+        prompts: Mapping[str, Sequence[float]] | None = None,
+        auto_masks: bool = False,
+        segmenter: Any = None,
+        edit_step_size: float = 5.0,
+        edit_steps: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        if sum(bool(x) for x in (masks_dir, prompts, auto_masks)) > 1:
+            raise ValueError("give one of --masks, --prompt and --auto-masks")
+        if (prompts or auto_masks) and segmenter is None:
+            raise ValueError("--prompt and --auto-masks need SAM weights: --sam CKPT")
+        self.pipeline = pipeline.use_scheduler(scheduler)
+        self.pipeline.set_progress_bar_config(disable=not progress, leave=False)
+        self.input_size = input_size
+        self.steps, self.guidance, self.seed = steps, guidance, seed
+        self.masks_dir, self.prompts, self.auto_masks = masks_dir, dict(prompts or {}), auto_masks
+        self.segmenter = segmenter
+        self.edit = {"edit_step_size": edit_step_size, "edit_steps": edit_steps}
+
+    @torch.inference_mode()
+    def colorize(
+        self,
+        l: Tensor,
+        captions: list[str] | None = None,
+        source: str | Path | None = None,
+        full_size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """ab ``(B, 2, S, S)`` for ``l`` ``(B, 1, S, S)``; one caption is used for all.
+        ``source``, ``full_size``: the input file and its size, for its masks and prompts."""
+        if not captions:
+            raise ValueError("model lcad colorizes from a caption: pass --caption")
+        b = l.shape[0]
+        if len(captions) == 1:
+            captions = captions * b
+        options: dict[str, Any] = dict(self.edit)
+        if self.masks_dir:
+            if source is None:
+                raise ValueError("--masks needs the source image's name")
+            found = read_masks(self.masks_dir, Path(source).stem)
+            options["masks"] = [found] * b
+        elif self.prompts:
+            h, w = full_size or l.shape[-2:]
+            sy, sx = l.shape[-2] / h, l.shape[-1] / w
+            scale = lambda v: tuple(c * (sx if i % 2 == 0 else sy) for i, c in enumerate(v))  # noqa: E731
+            scaled = {phrase: scale(v) for phrase, v in self.prompts.items()}
+            options |= {"prompts": [scaled] * b, "segmenter": self.segmenter}
+        elif self.auto_masks:
+            options |= {"auto_masks": True, "segmenter": self.segmenter}
+        generators = [torch.Generator().manual_seed(self.seed) for _ in range(b)]
+        rgb = self.pipeline(
+            l.float(),
+            captions,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            generator=generators,
+            **options,
+        ).images
+        return rgb_to_l_ab(rgb.float())[1]
+
+
+def _pipeline_from_weights(weights: str, text_encoder: str | None, device: torch.device):
+    from lcad.pipeline import LCADPipeline
+    from lcad.weights import load_released
+
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return LCADPipeline.from_pretrained(path).to(device), 256
+    if not text_encoder:
+        raise ValueError(
+            "the release's checkpoint needs its text encoder: --text-encoder SD15_DIR (Stable "
+            "Diffusion v1.5's folder), or convert it once with python -m lcad.weights"
+        )
+    sub = "text_encoder" if (Path(text_encoder) / "text_encoder").is_dir() else None
+    module = load_released(path, text_encoder, text_subfolder=sub)
+    return module.to(device).eval().pipeline(), 256
+
+
+def load_colorizer(
+    ckpt: str | None = None,
+    weights: str | None = None,
+    device: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int | None = None,
+    scheduler: str | None = None,
+    masks: str | None = None,
+    prompts: Sequence[str] | None = None,
+    auto_masks: bool = False,
+    sam: str | None = None,
+    text_encoder: str | None = None,
+    progress: bool = False,
+    **_: object,
+) -> LCADColorizer:
+    """Build the colorizer from an ``lcad fit --stage diffusion`` checkpoint (``ckpt``) or a
+    pipeline folder / the authors' checkpoint (``weights``)."""
+    if (ckpt is None) == (weights is None):
+        raise ValueError(
+            "model lcad needs --ckpt (an lcad fit --stage diffusion checkpoint) or --weights "
+            "(an LCADPipeline folder, or the authors' checkpoint with --text-encoder)"
+        )
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
+    dev = resolve_device(device)
+    if ckpt is not None:
+        from lcad.module import LCADDiffusionModule
+
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+        data = blob.get("datamodule_hyper_parameters", {})
+        size = int(data.get("image_size") or 256)
+        module = LCADDiffusionModule.load_from_checkpoint(ckpt, map_location=dev).eval()
+        pipe = module.pipeline()
+        default_steps, default_guidance = module.hparams.sample_steps, module.hparams.guidance
+    else:
+        pipe, size = _pipeline_from_weights(weights, text_encoder, dev)
+        default_steps, default_guidance = 50, 5.0
+    segmenter = None
+    if sam is not None:
+        from lcad.segment import SamSegmenter
+
+        segmenter = SamSegmenter.from_checkpoint(sam, device=dev)
+    return LCADColorizer(
+        pipe,
+        size,
+        steps=steps or default_steps,
+        guidance=default_guidance if guidance is None else guidance,
+        seed=0 if seed is None else seed,
+        scheduler=scheduler or "ddim",
+        masks_dir=masks,
+        prompts=parse_prompts(prompts or []),
+        auto_masks=auto_masks,
+        segmenter=segmenter,
+        progress=progress,
+    )
