@@ -57,7 +57,11 @@ def test_batches_of_non_square_images_with_and_without_the_edit(heads):
     l = _grey()  # latents 8x12
     run = lambda **kw: pipe(l, CAPTIONS, num_inference_steps=3, generator=_gens(1, 2), **kw)  # noqa: E731
     plain = run().images
-    edited = run(masks=_masks(), edit_step_size=20.0).images
+    out = run(masks=_masks(), edit_step_size=20.0, track_mass=True)
+    edited = out.images
+    # one (before, after) per cross-attention layer and edited step; the edit raises the mass
+    assert len(out.mass) == len(attn) * 3
+    assert all(after > before for before, after in out.mass)
     assert plain.shape == edited.shape == (2, 3, 32, 48)
     assert torch.isfinite(edited).all() and edited.min() >= 0 and edited.max() <= 1
     assert not torch.allclose(plain, edited, atol=1e-4)  # the edit moves the colours

@@ -83,6 +83,10 @@ class AttentionEdit:
         self.mode: Mode | None = None
         self.edited: dict[str, Tensor] = {}
         self.observed: Tensor | None = None
+        #: with ``track_mass``: per recorded layer, the mean :func:`mask_mass` before and after
+        #: the edit step
+        self.track_mass = False
+        self.mass: list[tuple[float, float]] = []
         self._targets: dict[int, Tensor] = {}
 
     def set_masks(self, masks: Tensor) -> None:
@@ -231,6 +235,10 @@ class EditableCrossAttention:
             return attn.batch_to_head_dim(torch.bmm(probs.to(v.dtype), v))
         if edit.mode == "record":
             edit.edited[self.name] = edit.step(logits[:rows], heads)
+            if edit.track_mass:
+                before = mask_mass(logits[:rows], edit, heads).mean()
+                after = mask_mass(edit.edited[self.name], edit, heads).mean()
+                edit.mass.append((float(before), float(after)))
         elif edit.mode == "apply":
             if self.name not in edit.edited:
                 raise RuntimeError(f"no recorded attention for {self.name}: record first")

@@ -23,6 +23,8 @@ whatever the batch. Nothing is cached between calls.
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,8 @@ from lcad.attention import AttentionEdit, attention_edit, install_editable_atten
 from lcad.cec import LuminanceUNet
 from lcad.compression import LuminanceEncoder, LuminanceGuidedAutoencoder
 from lcad.text import encode_captions
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SCHEDULERS",
@@ -118,8 +122,8 @@ def _span_tokens(
     offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], what: str
 ) -> Tensor:
     out = torch.tensor([e > s and _spans_overlap((s, e), spans) for s, e in offsets])
-    if not out.any():
-        raise ValueError(f"{what} lies beyond the {len(offsets)} caption tokens")
+    if not out.any():  # truncated away: the model does not read it, there is nothing to edit
+        logger.warning("%s lies beyond the %d caption tokens: not edited", what, len(offsets))
     return out
 
 
@@ -127,7 +131,8 @@ def phrase_tokens(tokenizer, caption: str, phrases: Sequence[str], max_length: i
     """Bool ``(P, max_length)``: the tokens whose attention Algorithm 1 edits for each phrase
     of ``caption`` (a substring, case-insensitive, its first occurrence): the colour words
     inside the phrase ("attention maps ... for each color word", §3.4), or all its tokens if it
-    names no colour. Needs a fast tokenizer (character offsets)."""
+    names no colour; none for a phrase truncated away, with a warning). Needs a fast tokenizer
+    (character offsets)."""
     offsets = _offsets(tokenizer, caption, max_length)
     colors = [(s, e) for s, e, _ in find_color_words(caption)]
     out = torch.zeros(len(phrases), max_length, dtype=torch.bool)
@@ -174,10 +179,12 @@ def _mask_tensor(mask: Any, size: tuple[int, int]) -> Tensor:
 class LCADPipelineOutput(BaseOutput):
     """``images``: RGB ``(B, 3, H, W)`` in ``[0, 1]`` (``"pt"``), ``(B, H, W, 3)`` (``"np"``)
     or a list of PIL images (``"pil"``); ``masks``: with ``auto_masks``, the estimated mask
-    of each colour word per image."""
+    of each colour word per image; ``mass``: with ``track_mass``, per edited layer and step, the
+    share of the phrase tokens' attention inside their masks before and after the edit."""
 
     images: Tensor | np.ndarray | list[Image.Image]
     masks: list[dict[str, Tensor]] | None = None
+    mass: list[tuple[float, float]] | None = None
 
 
 class LCADPipeline(DiffusionPipeline):
@@ -359,6 +366,7 @@ class LCADPipeline(DiffusionPipeline):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         edit_step_size: float = 5.0,
         edit_steps: int | None = None,
+        track_mass: bool = False,
         output_type: str = "pt",
         return_dict: bool = True,
     ) -> LCADPipelineOutput | tuple:
@@ -380,6 +388,7 @@ class LCADPipeline(DiffusionPipeline):
             edit_step_size: ``λ`` of Algorithm 1 (the paper does not give it).
             edit_steps: edit the first ``edit_steps`` steps only (``None``: every step, as
                 the paper).
+            track_mass: report the edit's effect on the attention (``mass`` of the output).
             output_type: ``"pt"``, ``"np"`` or ``"pil"``.
         """
         l = self.lightness(image)
@@ -409,6 +418,7 @@ class LCADPipeline(DiffusionPipeline):
             edit, words = self._auto_edit(captions, (h, w), latent, edit_step_size)
         if edit is not None:
             edit.masks = edit.masks.to(device)
+            edit.track_mass = track_mass
         autoencoder = self.autoencoder
         features = autoencoder.luminance_features(l)
         context = self.encode_prompt(captions + [""] * b).to(device, dtype)
@@ -451,10 +461,11 @@ class LCADPipeline(DiffusionPipeline):
             images = rgb.permute(0, 2, 3, 1).cpu().numpy()
             if output_type == "pil":
                 images = [Image.fromarray((a * 255).round().astype(np.uint8)) for a in images]
-        return LCADPipelineOutput(images=images, masks=estimated) if return_dict else (images,)
+        if not return_dict:
+            return (images,)
+        mass = edit.mass if edit is not None and track_mass else None
+        return LCADPipelineOutput(images=images, masks=estimated, mass=mass)
 
 
 def _step_parameters(scheduler) -> set[str]:
-    import inspect
-
     return set(inspect.signature(scheduler.step).parameters)
