@@ -150,6 +150,28 @@ def test_colorize_recombines_and_skips_bad_files(tmp_path, fake_model, capsys):
     assert np.abs(median_ab - np.array([20.0, -30.0])).max() < 3.0, median_ab
 
 
+def test_colorize_passes_sampling_options_and_each_source(
+    tmp_path, fake_model, caplog, monkeypatch
+):
+    folder = write_photos(tmp_path / "in", n=1, size=(50, 37))
+    args = ["colorize", str(folder), "-o", str(tmp_path / "out"), "--model", "const", "-q"]
+    assert cli.main([*args, "--steps", "7", "--scheduler", "dpm++", "--prompt", "a=1,2"]) == 0
+    _, _, options = fake_model.calls[0]
+    assert options["steps"] == 7 and options["scheduler"] == "dpm++"
+    assert options["prompts"] == ["a=1,2"] and "seed" not in options  # only what was given
+    assert "has no sampling options" in caplog.text  # this model does not take them
+    seen = []
+
+    def colorize(self, l, captions=None, **where):
+        seen.append(where)
+        return torch.zeros(l.shape[0], 2, 8, 8)
+
+    monkeypatch.setattr(fake_model, "uses_source", True, raising=False)
+    monkeypatch.setattr(fake_model, "colorize", colorize)
+    assert cli.main(args) == 0
+    assert seen == [{"source": folder / "img0.png", "full_size": (37, 50)}]
+
+
 def test_colorize_unknown_model(tmp_path, fake_model, capsys):
     code = cli.main(["colorize", str(tmp_path), "-o", str(tmp_path / "o"), "--model", "nope"])
     assert code == 1

@@ -6,8 +6,13 @@ factory::
     [project.entry-points."chromalab.models"]
     cic = "cic.colorizer:load_colorizer"
 
-The factory is called as ``factory(ckpt=..., weights=..., device=..., temperature=...)``
-(``None`` for options the user did not give) and returns a :class:`Colorizer`. Discovery is
+The factory is called as ``factory(ckpt=..., weights=..., device=..., temperature=...,
+progress=...)`` (``None`` for options the user did not give), plus the sampling options the user
+gave (``steps``, ``scheduler``, ``guidance``, ``seed``, ``masks``, ``prompts``, ``auto_masks``,
+``sam``, ``text_encoder``; factories that have none ignore them), and returns a
+:class:`Colorizer`. A colorizer with ``uses_source = True`` is also given each image's file and
+full size (``colorize(l, captions, source=path, full_size=(H, W))``), for per-image inputs such
+as masks. Discovery is
 lazy: nothing is imported until a model is asked for, so a broken package cannot break the
 command for the others.
 """
