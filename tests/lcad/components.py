@@ -31,6 +31,17 @@ TINY_UNET = {
     "attention_head_dim": 4,
     "norm_num_groups": 4,
 }
+#: A small stand-in for Stable Diffusion v1.5's UNet (its 768-wide cross-attention) in the
+#: benchmarks' SD-sized rows.
+SD_LIKE_UNET = {
+    "sample_size": 32,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 2,
+    "block_out_channels": [32, 32],
+    "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+}
 #: A 1-layer, 12-wide BERT with MiniLM's vocabulary, from scratch.
 TEXT_OPTIONS = {
     "num_hidden_layers": 1,

@@ -4,22 +4,14 @@ gives the batched result, and the edit raises the attention inside the masks."""
 
 from __future__ import annotations
 
+from tests.lcad.components import SD_LIKE_UNET
 from tests.training import benchmark_module
 
 
 def test_every_table_is_measured(monkeypatch):
     written = {}
     with benchmark_module("lcad_sampling") as bench:
-        tiny = {
-            "sample_size": 32,
-            "cross_attention_dim": 768,
-            "attention_head_dim": 2,
-            "block_out_channels": [32, 32],
-            "layers_per_block": 1,
-            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-        }
-        monkeypatch.setattr(bench, "SD_UNET", tiny)
+        monkeypatch.setattr(bench, "SD_UNET", SD_LIKE_UNET)
         monkeypatch.setattr(
             bench,
             "write_results",

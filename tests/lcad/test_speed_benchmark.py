@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.lcad.components import SD_LIKE_UNET
 from tests.training import benchmark_module
 
 
@@ -29,16 +30,7 @@ def test_each_stage_of_the_tiny_config_is_measured():
 
 def test_the_sd_sized_rows_compare_bf16_with_fp32(monkeypatch):
     with benchmark_module("lcad_speed") as bench:
-        tiny = {
-            "sample_size": 32,
-            "cross_attention_dim": 768,
-            "attention_head_dim": 2,
-            "block_out_channels": [32, 32],
-            "layers_per_block": 1,
-            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-        }
-        monkeypatch.setattr(bench, "SD_UNET", tiny)
+        monkeypatch.setattr(bench, "SD_UNET", SD_LIKE_UNET)
         rows = bench.measure("sd-unet-256", repeats=1)
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]
     assert rows[0]["speed-up vs fp32"] == 1.0
