@@ -125,11 +125,13 @@ def named_paths(paths: dict[str, str]) -> str:
 
 
 def write_results(name: str, rows: list[dict[str, object]], markdown: str) -> tuple[Path, Path]:
-    """Write ``results/<name>.csv`` (rows) and ``results/<name>.md`` (markdown)."""
+    """Write ``results/<name>.csv`` (rows; the columns are every key of every row, in order of
+    appearance, blank where a row lacks one) and ``results/<name>.md`` (markdown)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = RESULTS / f"{name}.csv", RESULTS / f"{name}.md"
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     md_path.write_text(markdown)
