@@ -301,7 +301,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if "capshapes" in args.models and not args.ckpt.is_file():
-        raise SystemExit(f"no CapShapes checkpoint at {args.ckpt}: run lcad_table1.py first")
+        # make bench runs the scripts in name order: this one before lcad_table1.py
+        print(f"NOTE: no CapShapes checkpoint at {args.ckpt} (benchmarks/lcad_table1.py trains "
+              "it): the capshapes rows are left out", flush=True)  # fmt: skip
+        args.models = [m for m in args.models if m != "capshapes"]
 
     solvers, instances, sd = [], [], []
     for name in args.models:
