@@ -136,7 +136,7 @@ def test_colorize_recombines_and_skips_bad_files(tmp_path, fake_model, capsys):
     out = capsys.readouterr().out
     assert "broken.jpg" in out and "colorized 2 image(s)" in out
     shapes, captions, options = fake_model.calls[0]
-    assert shapes == (1, 1, 32, 32) and captions == ["a red ball"]
+    assert shapes == (2, 1, 32, 32) and captions == ["a red ball"] * 2  # one batch
     assert options["temperature"] == 0.2
     result = load_image(tmp_path / "out" / "img0.png")
     source = load_image(folder / "img0.png")
@@ -155,6 +155,7 @@ def test_colorize_passes_sampling_options_and_each_source(
 ):
     folder = write_photos(tmp_path / "in", n=1, size=(50, 37))
     args = ["colorize", str(folder), "-o", str(tmp_path / "out"), "--model", "const", "-q"]
+    args += ["--caption", "a red ball"]
     assert cli.main([*args, "--steps", "7", "--scheduler", "dpm++", "--prompt", "a=1,2"]) == 0
     _, _, options = fake_model.calls[0]
     assert options["steps"] == 7 and options["scheduler"] == "dpm++"
@@ -169,7 +170,7 @@ def test_colorize_passes_sampling_options_and_each_source(
     monkeypatch.setattr(fake_model, "uses_source", True, raising=False)
     monkeypatch.setattr(fake_model, "colorize", colorize)
     assert cli.main(args) == 0
-    assert seen == [{"source": folder / "img0.png", "full_size": (37, 50)}]
+    assert seen == [{"source": [folder / "img0.png"], "full_size": [(37, 50)]}]
 
 
 def test_colorize_unknown_model(tmp_path, fake_model, capsys):

@@ -152,11 +152,7 @@ def _cmd_data_capshapes(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------- colorize
 def _cmd_colorize(args: argparse.Namespace) -> int:
-    import torch.nn.functional as F
-    from tqdm import tqdm
-
-    from chromalab.color import rgb_to_lab
-    from chromalab.io import ImageLoadError, iter_image_files, load_image, recombine, save_image
+    from chromalab.inference import colorize_jobs, plan_jobs, read_captions
     from chromalab.models import load_colorizer, resolve_device
 
     device = resolve_device(args.device)
@@ -183,42 +179,28 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     )
     if given and not getattr(model, "uses_source", False):
         logger.warning("model %s has no sampling options; ignored: %s", args.model, sorted(given))
-    if args.caption and not model.uses_captions:
-        logger.warning("model %s ignores captions; --caption has no effect", args.model)
-    files: list[Path] = []
-    for item in args.inputs:
-        files.extend(iter_image_files(item))
-    if not files:
+    if (args.caption or args.captions) and not model.uses_captions:
+        logger.warning("model %s ignores captions; --caption(s) have no effect", args.model)
+    captions = read_captions(args.captions) if args.captions else None
+    jobs = plan_jobs(args.inputs, args.output, args.format, args.caption, captions)
+    if not jobs:
         print("error: no image files found in " + ", ".join(args.inputs), file=sys.stderr)
         return 1
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    size = args.size or model.input_size
-    failed: list[tuple[Path, str]] = []
-    written = 0
-    for path in tqdm(files, desc=f"colorize ({args.model})", unit="img", disable=args.quiet):
-        try:
-            rgb = load_image(path)
-        except ImageLoadError as err:
-            failed.append((path, err.reason))
-            logger.warning("skipped %s", err)
-            continue
-        l_full = rgb_to_lab(rgb[None].to(device))[:, :1]
-        l_small = F.interpolate(
-            l_full, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-        captions = [args.caption] if args.caption else None
-        extra = {}
-        if getattr(model, "uses_source", False):  # per-image inputs (masks, prompts)
-            extra = {"source": path, "full_size": tuple(l_full.shape[-2:])}
-        with torch.inference_mode():
-            ab = model.colorize(l_small, captions, **extra)
-        result = recombine(l_full, ab.float())
-        target = out_dir / (path.stem + ".png")
-        save_image(result[0].cpu(), target)
-        written += 1
+    if model.uses_captions and not args.caption and not captions:
+        raise ValueError(f"model {args.model} colorizes from a caption: pass --caption(s)")
+    written, failed = colorize_jobs(
+        model,
+        jobs,
+        size=args.size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        side_by_side=args.side_by_side,
+        skip_existing=args.skip_existing,
+        progress=not args.quiet,
+        device=device,
+    )
     print(
-        f"colorized {written} image(s) into {out_dir}"
+        f"colorized {written} image(s) into {args.output}"
         + (f"; {len(failed)} skipped:" if failed else "")
     )
     for path, reason in failed:
@@ -283,11 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     col = sub.add_parser("colorize", help="colorize images with an installed model")
     col.add_argument("inputs", nargs="+", help="image files or folders")
-    col.add_argument("-o", "--output", required=True, help="output folder (PNG per input)")
+    col.add_argument("-o", "--output", required=True, help="output folder (the input tree is kept)")
     col.add_argument("--model", required=True, help="installed model name (see `chromalab info`)")
     col.add_argument("--ckpt", default=None, help="Lightning checkpoint of the model")
     col.add_argument("--weights", default=None, help="released weights file, where supported")
     col.add_argument("--caption", default=None, help="caption for language-guided models")
+    col.add_argument(
+        "--captions",
+        default=None,
+        help="per-image captions: JSON {file: caption}, JSONL or CSV (file,caption); "
+        "--caption is the fallback",
+    )
     col.add_argument(
         "--temperature",
         type=float,
@@ -301,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="network input side (default: the model's own, e.g. 256)",
     )
     col.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    col.add_argument("--batch-size", type=int, default=8, help="images per model call (8)")
+    col.add_argument("--num-workers", type=int, default=0, help="image-decoding workers (0)")
+    col.add_argument("--format", choices=["png", "jpg"], default="png", help="output format")
+    col.add_argument(
+        "--side-by-side", action="store_true", help="write the grey input beside the result"
+    )
+    col.add_argument(
+        "--skip-existing", action="store_true", help="skip inputs whose output exists (resume)"
+    )
     col.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     diffusion = col.add_argument_group("diffusion models (lcad)")
     diffusion.add_argument("--steps", type=int, default=None, help="sampling steps")

@@ -23,7 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -73,6 +75,8 @@ class LCADColorizer:
         masks_dir, prompts, auto_masks, segmenter: instance-aware sampling (module notes).
         edit_step_size, edit_steps: Algorithm 1's ``λ`` and how many steps it edits.
         progress: show the sampling steps.
+
+    Prompts are in the input image's pixels; masks are of the whole input image.
     """
 
     uses_captions = True
@@ -111,28 +115,37 @@ class LCADColorizer:
         self,
         l: Tensor,
         captions: list[str] | None = None,
-        source: str | Path | None = None,
-        full_size: tuple[int, int] | None = None,
+        source: Sequence[str | Path] | None = None,
+        full_size: Sequence[tuple[int, int]] | None = None,
     ) -> Tensor:
-        """ab ``(B, 2, S, S)`` for ``l`` ``(B, 1, S, S)``; one caption is used for all.
-        ``source``, ``full_size``: the input file and its size, for its masks and prompts."""
+        """ab ``(B, 2, S, S)`` for ``l`` ``(B, 1, S, S)`` (one caption for all, or one each).
+        ``source``, ``full_size``: each image's file and size, for its masks and prompts; the
+        image fills the top-left corner of the square ``l``, longer side first
+        (:func:`chromalab.inference.canvas_region`)."""
         if not captions:
             raise ValueError("model lcad colorizes from a caption: pass --caption")
-        b = l.shape[0]
+        b, size = l.shape[0], l.shape[-1]
         if len(captions) == 1:
             captions = captions * b
+        sizes = list(full_size) if full_size is not None else [tuple(l.shape[-2:])] * b
         options: dict[str, Any] = dict(self.edit)
         if self.masks_dir:
             if source is None:
-                raise ValueError("--masks needs the source image's name")
-            found = read_masks(self.masks_dir, Path(source).stem)
-            options["masks"] = [found] * b
+                raise ValueError("--masks needs each image's file name")
+            options["masks"] = [
+                {
+                    k: _on_canvas(m, hw, size)
+                    for k, m in read_masks(self.masks_dir, Path(s).stem).items()
+                }
+                for s, hw in zip(source, sizes, strict=True)
+            ]
         elif self.prompts:
-            h, w = full_size or l.shape[-2:]
-            sy, sx = l.shape[-2] / h, l.shape[-1] / w
-            scale = lambda v: tuple(c * (sx if i % 2 == 0 else sy) for i, c in enumerate(v))  # noqa: E731
-            scaled = {phrase: scale(v) for phrase, v in self.prompts.items()}
-            options |= {"prompts": [scaled] * b, "segmenter": self.segmenter}
+            scales = [size / max(hw) for hw in sizes]
+            options["prompts"] = [
+                {phrase: tuple(c * k for c in v) for phrase, v in self.prompts.items()}
+                for k in scales
+            ]
+            options["segmenter"] = self.segmenter
         elif self.auto_masks:
             options |= {"auto_masks": True, "segmenter": self.segmenter}
         generators = [torch.Generator().manual_seed(self.seed) for _ in range(b)]
@@ -145,6 +158,16 @@ class LCADColorizer:
             **options,
         ).images
         return rgb_to_l_ab(rgb.float())[1]
+
+
+def _on_canvas(mask: Image.Image, full_size: tuple[int, int], size: int) -> Tensor:
+    """A mask of the full image placed as the image is on the square canvas."""
+    from chromalab.inference import canvas_region
+
+    m = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255)
+    h, w = canvas_region(full_size, size)
+    small = F.interpolate(m[None, None], size=(h, w), mode="area")[0, 0]
+    return F.pad(small, (0, size - w, 0, size - h))
 
 
 def _pipeline_from_weights(weights: str, text_encoder: str | None, device: torch.device):
