@@ -38,12 +38,14 @@ def load_colorizer(
     temperature: float | None = None,
     **_: object,
 ) -> CICColorizer:
-    """Build the colorizer from a ``cic fit`` checkpoint or the authors' released weights."""
-    target = resolve_device(device)
-    if ckpt is not None:
-        from cic.module import CICModule
+    """Build the colorizer from a ``cic fit`` checkpoint, a ``save_pretrained`` folder or the
+    authors' released weights."""
+    from chromalab.hub import load_module
+    from cic.module import CICModule
 
-        module = CICModule.load_from_checkpoint(ckpt, map_location=target)
+    target = resolve_device(device)
+    module = load_module(CICModule, ckpt, weights, target)
+    if module is not None:
         t = module.hparams.temperature if temperature is None else temperature
         module._require_bins()
         return CICColorizer(module.network, module.bins, t)
@@ -53,4 +55,7 @@ def load_colorizer(
         network, bins = load_released(weights)
         t = DEFAULT_TEMPERATURE if temperature is None else temperature
         return CICColorizer(network.to(target), bins.to(target), t)
-    raise ValueError("model cic needs --ckpt (a cic fit checkpoint) or --weights (released .pth)")
+    raise ValueError(
+        "model cic needs --ckpt (a cic fit checkpoint) or --weights (a save_pretrained folder, "
+        "or the released .pth)"
+    )

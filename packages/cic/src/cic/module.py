@@ -26,6 +26,7 @@ from torch import Tensor
 
 from chromalab.bins import ABBins, soft_cross_entropy
 from chromalab.color import lab_to_rgb
+from chromalab.hub import HubMixin
 from chromalab.io import recombine
 from chromalab.metrics import AuCCMF, Colorfulness
 from chromalab.modules import ClassRebalancing, StagedEvaluation, adam_step_decay
@@ -45,7 +46,7 @@ def subsample_targets(ab: Tensor, factor: int) -> Tensor:
     return ab[:, :, offset::factor, offset::factor]
 
 
-class CICModule(ClassRebalancing, StagedEvaluation, pl.LightningModule):
+class CICModule(ClassRebalancing, StagedEvaluation, pl.LightningModule, HubMixin):
     """Colorful Image Colorization as a LightningModule.
 
     Args:
@@ -142,7 +143,8 @@ class CICModule(ClassRebalancing, StagedEvaluation, pl.LightningModule):
 
     # ------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.init_from:
+        # weights from from_pretrained are kept (a checkpoint's are restored after setup)
+        if stage == "fit" and self.hparams.init_from and not getattr(self, "_restored", False):
             self._initialise_from(Path(self.hparams.init_from))
 
     def _initialise_from(self, path: Path) -> None:

@@ -55,12 +55,16 @@ def load_colorizer(
     temperature: float | None = None,
     **_: object,
 ) -> FilmColorizer:
-    """Build the colorizer from a ``film-color fit`` checkpoint."""
-    if ckpt is None:
-        extra = " (there are no released film_color weights)" if weights is not None else ""
-        raise ValueError(f"model film_color needs --ckpt (a film-color fit checkpoint){extra}")
+    """Build the colorizer from a ``film-color fit`` checkpoint or a ``save_pretrained``
+    folder."""
+    from chromalab.hub import load_module
     from film_color.module import FilmColorModule
 
-    module = FilmColorModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
+    module = load_module(FilmColorModule, ckpt, weights, resolve_device(device))
+    if module is None:
+        raise ValueError(
+            "model film_color needs --ckpt (a film-color fit checkpoint) or --weights (a "
+            "save_pretrained folder)"
+        )
     t = module.hparams.temperature if temperature is None else temperature
     return FilmColorizer(module, t, module.input_size or DEFAULT_INPUT_SIZE)

@@ -46,6 +46,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from chromalab.bins import ABBins
+from chromalab.hub import HubMixin
 from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy
 from chromalab.modules import (
@@ -118,7 +119,9 @@ def training_captions(dataset: Any, limit: int) -> Iterator[str]:
         yield item["caption"]
 
 
-class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, pl.LightningModule):
+class FilmColorModule(
+    ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, pl.LightningModule, HubMixin
+):
     """Language-conditioned colorization (FCNN / CONCAT / FILM) as a LightningModule.
 
     Args:

@@ -6,8 +6,9 @@
     chromalab colorize --model lcad --weights lcad-pipeline/ --caption "..." --auto-masks \\
         --sam sam_vit_b.pth --scheduler dpm++ --steps 15 --seed 3 photos/ -o out/
 
-Weights: ``--ckpt``, an ``lcad fit --stage diffusion`` checkpoint; or ``--weights``, a folder
-written by ``LCADPipeline.save_pretrained`` (``python -m lcad.weights`` writes one from the
+Weights: ``--ckpt``, an ``lcad fit --stage diffusion`` checkpoint; or ``--weights``, a
+``LCADDiffusionModule.save_pretrained`` folder, a folder written by
+``LCADPipeline.save_pretrained`` (``python -m lcad.weights`` writes one from the
 authors' release), or the release's checkpoint itself with ``--text-encoder`` (Stable Diffusion
 v1.5's folder).
 
@@ -171,12 +172,17 @@ def _on_canvas(mask: Image.Image, full_size: tuple[int, int], size: int) -> Tens
 
 
 def _pipeline_from_weights(weights: str, text_encoder: str | None, device: torch.device):
+    from chromalab.hub import is_hub_folder
+    from lcad.module import LCADDiffusionModule
     from lcad.pipeline import LCADPipeline
     from lcad.weights import load_released
 
     path = Path(weights).expanduser()
-    if path.is_dir():
+    if (path / "model_index.json").is_file():
         return LCADPipeline.from_pretrained(path).to(device), 256
+    if is_hub_folder(path):
+        module = LCADDiffusionModule.from_pretrained(path, map_location=str(device))
+        return module.pipeline(), 256
     if not text_encoder:
         raise ValueError(
             "the release's checkpoint needs its text encoder: --text-encoder SD15_DIR (Stable "

@@ -33,6 +33,7 @@ from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
 from chromalab.color import rgb_to_l_ab
+from chromalab.hub import HubMixin
 from chromalab.metrics import LPIPS
 from chromalab.modules import ImageMetrics, SceneCaptionMetrics
 from chromalab.text import find_color_words, remove_color_words
@@ -75,7 +76,7 @@ def _load_stage(path: str, prefix: str) -> dict[str, Tensor]:
     return own
 
 
-class _Restorable(pl.LightningModule):
+class _Restorable(pl.LightningModule, HubMixin):
     """Pretrained weights at the start of ``fit`` unless the weights came from a checkpoint."""
 
     _restored = False

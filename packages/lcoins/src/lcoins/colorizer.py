@@ -43,11 +43,14 @@ class LCoInsColorizer:
 def load_colorizer(
     ckpt: str | None = None, weights: str | None = None, device: str | None = None, **_: object
 ) -> LCoInsColorizer:
-    """Build the colorizer from an ``lcoins fit`` checkpoint."""
-    if ckpt is None:
-        extra = " (there are no released L-CoIns weights)" if weights is not None else ""
-        raise ValueError(f"model lcoins needs --ckpt (an lcoins fit checkpoint){extra}")
+    """Build the colorizer from an ``lcoins fit`` checkpoint or a ``save_pretrained`` folder."""
+    from chromalab.hub import load_module
     from lcoins.module import LCoInsModule
 
-    module = LCoInsModule.load_from_checkpoint(ckpt, map_location=resolve_device(device))
+    module = load_module(LCoInsModule, ckpt, weights, resolve_device(device))
+    if module is None:
+        raise ValueError(
+            "model lcoins needs --ckpt (an lcoins fit checkpoint) or --weights (a "
+            "save_pretrained folder; there are no released L-CoIns weights)"
+        )
     return LCoInsColorizer(module, int(module.hparams.image_size))

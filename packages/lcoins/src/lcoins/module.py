@@ -38,6 +38,7 @@ from torch import Tensor
 
 from chromalab.augment import LuminanceAugmentation
 from chromalab.color import denormalize_ab, normalize_ab
+from chromalab.hub import HubMixin
 from chromalab.io import recombine
 from chromalab.modules import ImageMetrics, SceneCaptionMetrics
 from chromalab.text import random_color_swap
@@ -51,7 +52,7 @@ __all__ = ["LCoInsModule"]
 logger = logging.getLogger(__name__)
 
 
-class LCoInsModule(SceneCaptionMetrics, ImageMetrics, pl.LightningModule):
+class LCoInsModule(SceneCaptionMetrics, ImageMetrics, pl.LightningModule, HubMixin):
     """L-CoIns as a LightningModule. Defaults are the paper's and its release's.
 
     Args:
