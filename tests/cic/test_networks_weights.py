@@ -158,3 +158,16 @@ def test_input_normalization():
         assert torch.allclose(image(l), paper(standardized), atol=1e-4)
     with pytest.raises(ValueError, match="input_normalization"):
         tiny_network(25, input_normalization="batch")
+
+
+def test_the_colorizer_runs_channels_last_with_the_same_colours():
+    from cic.colorizer import CICColorizer
+
+    torch.manual_seed(0)
+    bins = ABBins.gamut()
+    network = CICNetwork(width=0.125, num_classes=bins.num_bins)
+    l = torch.rand(2, 1, 32, 32) * 100
+    plain = CICColorizer(network, bins, 0.38, channels_last=False).colorize(l)
+    fast = CICColorizer(network, bins, 0.38)
+    assert next(fast.network.parameters()).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast.colorize(l), plain, atol=1e-4, rtol=1e-4)

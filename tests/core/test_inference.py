@@ -165,3 +165,20 @@ def test_python_api(tmp_path):
         chromalab.colorize([image, image], model=model, captions=["x"])
     with pytest.raises(ValueError, match="caption"):
         chromalab.colorize(image, model=model)
+
+
+def test_bf16_is_opt_in_autocast(tmp_path):
+    seen = []
+
+    class Recorder(LightnessAsColor):
+        def colorize(self, l, captions=None):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().colorize(l, captions)
+
+    source = _gradient(tmp_path / "r.png")
+    for precision in ("fp32", "bf16"):
+        jobs = plan_jobs([source], tmp_path / precision, caption="x")
+        colorize_jobs(Recorder(), jobs, progress=False, precision=precision)
+    assert seen == [False, True]
+    with pytest.raises(ValueError, match="precision"):
+        chromalab.colorize(Image.open(source), model=Recorder(), caption="x", precision="fp8")

@@ -14,11 +14,24 @@ DEFAULT_TEMPERATURE = 0.38
 
 
 class CICColorizer:
-    """A trained CIC network and its bins, decoding with the annealed mean (Eq. 8)."""
+    """A trained CIC network and its bins, decoding with the annealed mean (Eq. 8).
+
+    ``channels_last``: run the network in channels-last memory format (default, as training
+    does; faster convolutions on CPUs and tensor cores)."""
 
     uses_captions = False
 
-    def __init__(self, network: nn.Module, bins: ABBins, temperature: float, input_size: int = 256):
+    def __init__(
+        self,
+        network: nn.Module,
+        bins: ABBins,
+        temperature: float,
+        input_size: int = 256,
+        channels_last: bool = True,
+    ):
+        self.channels_last = channels_last
+        if channels_last:
+            network = network.to(memory_format=torch.channels_last)
         self.network = network.eval()
         self.bins = bins
         self.temperature = temperature
@@ -27,7 +40,10 @@ class CICColorizer:
     @torch.inference_mode()
     def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:
         device = self.bins.centers.device
-        logits = self.network(l.to(device))
+        l = l.to(device)
+        if self.channels_last:
+            l = l.contiguous(memory_format=torch.channels_last)
+        logits = self.network(l)
         return self.bins.annealed_mean(logits.float(), self.temperature)
 
 
