@@ -343,12 +343,18 @@ class LCADPipeline(DiffusionPipeline):
                 for i, names in enumerate(words)]  # fmt: skip
 
     def _noise(self, shape: tuple[int, ...], generator, device, dtype) -> Tensor:
+        """Initial latents: each image's from its own generator (on the generator's device, so
+        a CPU generator gives the same noise whatever device samples)."""
         if isinstance(generator, list | tuple):
             if len(generator) != shape[0]:
                 raise ValueError(f"{len(generator)} generators for {shape[0]} images")
-            z = torch.stack([torch.randn(shape[1:], generator=g) for g in generator])
+            z = torch.stack(
+                [torch.randn(shape[1:], generator=g, device=g.device) for g in generator]
+            )
+        elif generator is not None:
+            z = torch.randn(shape, generator=generator, device=generator.device)
         else:
-            z = torch.randn(shape, generator=generator)
+            z = torch.randn(shape)
         return z.to(device, dtype)
 
     # ------------------------------------------------------------------------- sampling
