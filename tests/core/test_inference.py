@@ -182,3 +182,12 @@ def test_bf16_is_opt_in_autocast(tmp_path):
     assert seen == [False, True]
     with pytest.raises(ValueError, match="precision"):
         chromalab.colorize(Image.open(source), model=Recorder(), caption="x", precision="fp8")
+
+
+def test_pil_images_read_as_files_do(tmp_path):
+    from chromalab.io import from_pil
+
+    rgba = Image.new("RGBA", (5, 4), (200, 10, 10, 0))  # fully transparent: white, as on disk
+    rgba.save(tmp_path / "t.png")
+    assert torch.equal(from_pil(Image.open(tmp_path / "t.png")), load_image(tmp_path / "t.png"))
+    assert torch.equal(from_pil(rgba), torch.ones(3, 4, 5))

@@ -27,7 +27,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from chromalab.color import rgb_to_lab
-from chromalab.io import ImageLoadError, iter_image_files, load_image, recombine, save_image
+from chromalab.io import (
+    ImageLoadError,
+    from_pil,
+    iter_image_files,
+    load_image,
+    recombine,
+    save_image,
+)
 from chromalab.text import find_color_words
 
 __all__ = [
@@ -327,8 +334,7 @@ def colorize(
         if isinstance(item, str | Path):
             item = load_image(item)
         elif isinstance(item, Image.Image):
-            item = torch.from_numpy(np.asarray(item.convert("RGB"), dtype=np.float32) / 255)
-            item = item.permute(2, 0, 1)
+            item = from_pil(item)
         if not isinstance(item, Tensor) or item.dim() != 3 or item.shape[0] != 3:
             raise ValueError("images: PIL images, paths or RGB tensors (3, H, W) in [0, 1]")
         rgbs.append(item.float())

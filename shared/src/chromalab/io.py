@@ -35,6 +35,7 @@ from chromalab.color import lab_to_rgb
 __all__ = [
     "decode_image",
     "DEFAULT_MAX_PIXELS",
+    "from_pil",
     "IMAGE_EXTENSIONS",
     "ImageLoadError",
     "iter_image_files",
@@ -181,6 +182,15 @@ def _to_float_rgb(
     else:
         raise ImageLoadError(path, f"unsupported image mode {mode!r}")
     return np.repeat(grey, 3, axis=-1)
+
+
+def from_pil(image: Image.Image) -> Tensor:
+    """An in-memory PIL image as :func:`load_image` reads files: float32 sRGB ``(3, H, W)`` in
+    ``[0, 1]``, greyscale replicated, transparency composited over white, EXIF orientation
+    applied."""
+    upright = ImageOps.exif_transpose(image)
+    rgb = _to_float_rgb(upright, image.format, None, "<PIL image>")
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:

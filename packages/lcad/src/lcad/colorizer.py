@@ -31,12 +31,11 @@ from PIL import Image
 from torch import Tensor
 
 from chromalab.color import rgb_to_l_ab
+from chromalab.io import iter_image_files
 from chromalab.models import resolve_device
 from lcad.pipeline import SCHEDULERS
 
 __all__ = ["LCADColorizer", "load_colorizer", "parse_prompts", "read_masks"]
-
-MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def parse_prompts(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
@@ -60,7 +59,7 @@ def read_masks(folder: str | Path, stem: str) -> dict[str, Image.Image]:
     base = Path(folder) / stem
     if not base.is_dir():
         return {}
-    files = sorted(p for p in base.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+    files = iter_image_files(base, recursive=False)
     return {p.stem.replace("_", " "): Image.open(p).convert("L") for p in files}
 
 

@@ -50,7 +50,7 @@ from PIL import Image
 from torch import Tensor
 
 from chromalab.color import L_SCALE, rgb_to_l_ab
-from chromalab.io import recombine
+from chromalab.io import from_pil, recombine
 from chromalab.text import find_color_words
 from lcad.attention import AttentionEdit, attention_edit, install_editable_attention
 from lcad.cec import LuminanceUNet
@@ -257,10 +257,10 @@ class LCADPipeline(DiffusionPipeline):
         if isinstance(image, Image.Image):
             image = [image]
         if isinstance(image, list | tuple):
-            arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in image]
-            if len({a.shape for a in arrays}) != 1:
+            tensors = [from_pil(im) for im in image]
+            if len({t.shape for t in tensors}) != 1:
                 raise ValueError("PIL images of one call must share their size")
-            image = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+            image = torch.stack(tensors)
         if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] not in (1, 3):
             raise ValueError("image: lightness (B, 1, H, W), RGB (B, 3, H, W) or PIL images")
         if image.shape[1] == 3:

@@ -49,10 +49,10 @@ def sam_model_type(state: Mapping[str, Tensor]) -> str:
 
 def _grey_rgb(l: Tensor) -> np.ndarray:
     """``(H, W, 3)`` uint8 grey image of lightness ``l`` ``(1, H, W)`` or ``(H, W)``."""
-    from chromalab.color import lab_to_rgb
+    from chromalab.io import recombine
 
-    l = l.detach().float().cpu().reshape(1, 1, *l.shape[-2:])
-    rgb = lab_to_rgb(torch.cat((l, torch.zeros(1, 2, *l.shape[-2:])), 1))[0]
+    l = l.detach().float().cpu().reshape(1, *l.shape[-2:])
+    rgb = recombine(l, torch.zeros(2, 1, 1))
     return (rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
