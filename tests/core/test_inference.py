@@ -191,3 +191,37 @@ def test_pil_images_read_as_files_do(tmp_path):
     rgba.save(tmp_path / "t.png")
     assert torch.equal(from_pil(Image.open(tmp_path / "t.png")), load_image(tmp_path / "t.png"))
     assert torch.equal(from_pil(rgba), torch.ones(3, 4, 5))
+
+
+class Painter(LightnessAsColor):
+    """An :class:`~chromalab.models.Explainer`: its map is red on the image's region of the
+    canvas and blue on the padding (the canvas repeats the image's last column and row)."""
+
+    def __init__(self, region):
+        super().__init__()
+        self.region = region
+
+    def explain(self, l, captions=None):
+        maps = torch.zeros(l.shape[0], 3, 8, 8)
+        maps[:, 2] = 1
+        h, w = self.region
+        maps[:, :, :h, :w] = torch.tensor([1.0, 0, 0])[:, None, None]
+        return self.colorize(l, captions), [{"paint": m} for m in maps]
+
+
+def test_explanations_are_cropped_to_the_image_and_laid_over_its_grey(tmp_path):
+    image = Image.open(_gradient(tmp_path / "r.png", (60, 30)))  # W 60, H 30: region 4 x 8 of 8
+    model = Painter(region=(4, 8))
+    result, maps = chromalab.colorize(image, model=model, caption="a red ramp", explain=True,
+                                      output="pt")  # fmt: skip
+    assert result.shape == (3, 30, 60) and list(maps) == ["paint"]
+    shown = maps["paint"]
+    assert shown.shape == (3, 30, 60)
+    grey = rgb_to_lab(load_image(tmp_path / "r.png")[None])[0, 0] / 100
+    # half red over the grey everywhere: no blue from the padding
+    assert torch.allclose(shown[0], 0.5 * grey + 0.5, atol=0.02)
+    assert torch.allclose(shown[2], 0.5 * grey, atol=0.02)
+    plain = chromalab.colorize(image, model=model, caption="a red ramp", output="pt")
+    assert torch.equal(plain, result)
+    with pytest.raises(ValueError, match="no explanation"):
+        chromalab.colorize(image, model=LightnessAsColor(), caption="x", explain=True)

@@ -457,3 +457,18 @@ def test_channels_last_changes_the_layout_not_the_result(conditioning):
     l = torch.rand(2, 1, 32, 32) * 100
     with torch.no_grad():
         assert torch.allclose(last(l, captions), plain(l, captions), atol=1e-4)
+
+
+def test_the_colorizer_explains_with_the_film_maps(film_ckpt):
+    from chromalab.models import load_colorizer
+    from chromalab.report import heatmap
+    from film_color.explain import activation_maps
+
+    model = load_colorizer("film_color", ckpt=str(film_ckpt), device="cpu")
+    l = torch.rand(2, 1, 32, 32) * 100
+    captions = ["a red circle", "a blue star"]
+    ab, maps = model.explain(l, captions)
+    assert torch.equal(ab, model.colorize(l, captions))
+    assert [list(m) for m in maps] == [["block 6", "block 7", "block 8"]] * 2
+    block8 = heatmap(activation_maps(model.module, l, captions, (8,))[8])
+    assert torch.equal(maps[1]["block 8"], block8[1])

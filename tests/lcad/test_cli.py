@@ -209,3 +209,19 @@ def test_chromalab_colorize_with_lcad(stages, tmp_path, monkeypatch, capsys):
     ):
         assert chromalab_cli.main([*base, "-o", str(tmp_path / "err"), *extra]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_the_colorizer_explains_with_each_colour_words_attention(stages):
+    from chromalab.models import load_colorizer
+
+    model = load_colorizer("lcad", ckpt=str(stages["diffusion"]), device="cpu", steps=2, seed=1)
+    l = torch.rand(2, 1, 32, 32) * 100
+    captions = ["a red circle beside a red square", "a plain scene"]
+    ab, maps = model.explain(l, captions)
+    # the same sampling as colorize (attention computed without SDPA: rounding only)
+    assert torch.allclose(ab, model.colorize(l, captions), atol=1e-3)
+    assert list(maps[0]) == ["red (1)", "red (2)"] and maps[1] == {}
+    heat = maps[0]["red (1)"]
+    side = 32 // model.pipeline.vae_scale_factor  # the latent grid
+    assert heat.shape == (3, side, side) and heat.min() >= 0 and heat.max() <= 1
+    assert heat.std() > 0  # a map, not a flat colour

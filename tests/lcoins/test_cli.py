@@ -175,3 +175,19 @@ def test_lpips_is_computed_with_local_weights_and_kept_out_of_checkpoints(lcoins
     plain = LCoInsModule.load_from_checkpoint(lcoins_ckpt)  # no LPIPS: loads strictly
     plain.load_state_dict(checkpoint["state_dict"])
     assert "lpips_weights" not in plain.hparams
+
+
+def test_the_colorizer_explains_with_the_group_assignment(lcoins_ckpt):
+    from lcoins.explain import group_colors, group_maps
+
+    model = load_colorizer("lcoins", ckpt=str(lcoins_ckpt), device="cpu")
+    l = torch.rand(2, 1, 32, 32) * 100
+    captions = ["a red heart", "a blue star"]
+    ab, maps = model.explain(l, captions)
+    assert torch.equal(ab, model.colorize(l, captions))
+    assert [list(m) for m in maps] == [["groups"], ["groups"]]
+    groups = group_maps(model.module, l, captions)
+    count = model.module.network.num_groups
+    for i in range(2):
+        expected = group_colors(count)[groups[i]].permute(2, 0, 1)
+        assert torch.equal(maps[i]["groups"], expected)

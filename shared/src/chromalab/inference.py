@@ -201,23 +201,43 @@ def _predict(
     captions: list[str] | None,
     extra: Mapping[str, Any],
     precision: str = "fp32",
-) -> Tensor:
-    """The model's ab for a batch; ``precision="bf16"``: under bfloat16 autocast (opt-in: it
-    changes the numbers slightly)."""
+    method: str = "colorize",
+) -> Any:
+    """The model's ab for a batch (``method="explain"``: ab and the explanation maps);
+    ``precision="bf16"``: under bfloat16 autocast (opt-in: it changes the numbers slightly)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     autocast = torch.autocast(canvases.device.type, torch.bfloat16, enabled=precision == "bf16")
     with torch.inference_mode(), autocast:
+        if method == "explain":
+            ab, maps = model.explain(canvases, captions, **extra)
+            return ab.float(), maps
         return model.colorize(canvases, captions, **extra).float()
+
+
+def _region(full_size: tuple[int, int], size: int, side: int) -> tuple[int, int]:
+    """``(h, w)`` of the image's region in a prediction of side ``side`` of its canvas."""
+    h, w = canvas_region(full_size, size)
+    scale = side / size
+    return max(1, math.ceil(h * scale)), max(1, math.ceil(w * scale))
+
+
+def _overlay(l_full: Tensor, colors: Tensor, size: int, alpha: float = 0.5) -> Tensor:
+    """An explanation map ``(3, s, s)`` of the canvas, cropped to the image's region, enlarged
+    to the image (nearest neighbour: the map's own resolution stays visible) and laid over its
+    grey ``(1, H, W)`` lightness."""
+    h, w = _region(tuple(l_full.shape[-2:]), size, colors.shape[-1])
+    region = colors[None, :, :h, :w].cpu()
+    big = F.interpolate(region, size=tuple(l_full.shape[-2:]), mode="nearest")[0]
+    grey = (l_full.cpu() / 100).clamp(0, 1).expand(3, -1, -1)
+    return ((1 - alpha) * grey + alpha * big.clamp(0, 1)).clamp(0, 1)
 
 
 def _join(l_full: Tensor, ab: Tensor, size: int) -> Tensor:
     """RGB ``(3, H, W)``: the prediction ``ab`` ``(2, s, s)`` of the canvas, cropped to the
     image's region, upsampled and joined with the full-resolution L."""
-    h, w = canvas_region(tuple(l_full.shape[-2:]), size)
-    scale = ab.shape[-1] / size
-    region = ab[:, : max(1, math.ceil(h * scale)), : max(1, math.ceil(w * scale))]
-    return recombine(l_full.cpu(), region.cpu())
+    h, w = _region(tuple(l_full.shape[-2:]), size, ab.shape[-1])
+    return recombine(l_full.cpu(), ab[:, :h, :w].cpu())
 
 
 def colorize_jobs(
@@ -298,13 +318,17 @@ def colorize(
     output: str = "pil",
     device: str | None = None,
     precision: str = "fp32",
+    explain: bool = False,
     **options: Any,
-) -> list[Any]:
+) -> Any:
     """Colorize images in memory: ``images`` is a PIL image, a path, an RGB tensor
     ``(3, H, W)`` in ``[0, 1]``, or a list of them; ``model`` an installed model's name (built
     with ``options``: ``ckpt=``, ``weights=``, ...) or a loaded colorizer. ``caption`` for all,
     or ``captions`` one per image. Returns PIL images (``output="pil"``) or RGB tensors
-    ``(3, H, W)`` (``"pt"``), each at its input's size.
+    ``(3, H, W)`` (``"pt"``), each at its input's size. ``explain=True`` (models with
+    :class:`~chromalab.models.Explainer`): ``(result, {label: map})`` pairs instead, each map the
+    model's own reading laid over the grey input at its size (FiLM activations, L-CoIns groups,
+    L-CAD's attention per colour word).
 
     ::
 
@@ -314,13 +338,15 @@ def colorize(
     import numpy as np
     from PIL import Image
 
-    from chromalab.models import load_colorizer, resolve_device
+    from chromalab.models import Explainer, load_colorizer, resolve_device
 
     if output not in ("pil", "pt"):
         raise ValueError(f"output must be 'pil' or 'pt', got {output!r}")
     target = resolve_device(device)
     if isinstance(model, str):
         model = load_colorizer(model, device=str(target), **options)
+    if explain and not isinstance(model, Explainer):
+        raise ValueError(f"{type(model).__name__} has no explanation maps (no explain method)")
     single = not isinstance(images, list | tuple)
     items = [images] if single else list(images)
     if captions is not None and len(captions) != len(items):
@@ -338,17 +364,31 @@ def colorize(
         if not isinstance(item, Tensor) or item.dim() != 3 or item.shape[0] != 3:
             raise ValueError("images: PIL images, paths or RGB tensors (3, H, W) in [0, 1]")
         rgbs.append(item.float())
-    out = []
+    out, shown = [], []
     for start in range(0, len(rgbs), batch_size):
         chunk = rgbs[start : start + batch_size]
         ls = [rgb_to_lab(rgb[None])[0, :1] for rgb in chunk]
         canvases = torch.stack([_canvas(l, size) for l in ls]).to(target)
         words = texts[start : start + batch_size] if model.uses_captions else None
-        ab = _predict(model, canvases, words, {}, precision)
+        if explain:
+            ab, maps = _predict(model, canvases, words, {}, precision, method="explain")
+            shown += [
+                {label: _overlay(l, m.float(), size) for label, m in per.items()}
+                for l, per in zip(ls, maps, strict=True)
+            ]
+        else:
+            ab = _predict(model, canvases, words, {}, precision)
         out += [_join(l, pred, size) for l, pred in zip(ls, ab, strict=True)]
-    if output == "pil":
+
+    def convert(rgb: Tensor) -> Any:
+        if output == "pt":
+            return rgb
+        return Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+    out = [convert(rgb) for rgb in out]
+    if explain:
         out = [
-            Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-            for rgb in out
+            (rgb, {k: convert(v) for k, v in per.items()})
+            for rgb, per in zip(out, shown, strict=True)
         ]
     return out[0] if single else out

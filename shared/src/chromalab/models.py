@@ -12,7 +12,9 @@ gave (``steps``, ``scheduler``, ``guidance``, ``seed``, ``masks``, ``prompts``, 
 ``sam``, ``text_encoder``; factories that have none ignore them), and returns a
 :class:`Colorizer`. A colorizer with ``uses_source = True`` is also given each image's file and
 full size (``colorize(l, captions, source=path, full_size=(H, W))``), for per-image inputs such
-as masks. Discovery is
+as masks. A colorizer that can show how it reads an image also has
+``explain(l, captions, **extra) -> (ab, maps)`` (:class:`Explainer`): the app shows those maps
+beside the result. Discovery is
 lazy: nothing is imported until a model is asked for, so a broken package cannot break the
 command for the others.
 """
@@ -26,7 +28,13 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["ENTRY_POINT_GROUP", "Colorizer", "available_models", "load_colorizer"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Colorizer",
+    "Explainer",
+    "available_models",
+    "load_colorizer",
+]
 
 ENTRY_POINT_GROUP = "chromalab.models"
 
@@ -49,6 +57,20 @@ class Colorizer(Protocol):
         Returns ``(B, 2, h, w)`` ab at the network's output resolution; the caller upsamples
         and joins it with the full-resolution L.
         """
+        ...
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """A :class:`Colorizer` that also shows its own reading of an image: FiLM activation maps,
+    L-CoIns' group assignment, L-CAD's cross-attention of each colour word."""
+
+    def explain(
+        self, l: Tensor, captions: list[str] | None = None, **extra: object
+    ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """ab as :meth:`Colorizer.colorize` gives it, from the same pass where the model allows,
+        and per image ``{label: rgb}``: colour maps ``(3, h, w)`` in ``[0, 1]`` of the square
+        input (any ``h = w``), which the caller crops to the image and lays over its grey."""
         ...
 
 

@@ -18,7 +18,12 @@ import torch
 import torchvision.utils
 from torch import Tensor
 
-__all__ = ["Report", "image_grid", "metrics_table"]
+__all__ = ["Report", "heatmap", "image_grid", "metrics_table"]
+
+# Colour ramp of the heatmaps: dark blue, blue, cyan, yellow, red (positions 0, .25, .5, .75, 1).
+_RAMP = torch.tensor(
+    [[0.0, 0.0, 0.5], [0.0, 0.3, 1.0], [0.0, 0.9, 0.9], [1.0, 0.9, 0.0], [0.8, 0.0, 0.0]]
+)
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -30,6 +35,22 @@ img { image-rendering: pixelated; max-width: 100%; border: 1px solid #ddd; }
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 code { background: #f4f4f4; padding: 1px 4px; }
 """
+
+
+def heatmap(maps: Tensor) -> Tensor:
+    """Colour ``maps`` ``(B, h, w)`` in ``[0, 1]`` with a blue-cyan-yellow-red ramp.
+
+    Returns:
+        RGB ``(B, 3, h, w)`` in ``[0, 1]``: 0 is dark blue, 1 is dark red.
+    """
+    if maps.dim() != 3:
+        raise ValueError(f"maps must have shape (B, h, w), got {tuple(maps.shape)}")
+    ramp = _RAMP.to(maps.device)
+    x = maps.clamp(0, 1) * (len(ramp) - 1)
+    low = x.floor().long().clamp(max=len(ramp) - 2)
+    frac = (x - low).unsqueeze(-1)
+    rgb = ramp[low] * (1 - frac) + ramp[low + 1] * frac  # (B, h, w, 3)
+    return rgb.permute(0, 3, 1, 2)
 
 
 def image_grid(

@@ -33,9 +33,7 @@ class FilmColorizer:
         self.input_size = input_size
         self.uses_captions = bool(module.uses_captions)
 
-    @torch.inference_mode()
-    def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:
-        """ab ``(B, 2, S/4, S/4)`` for ``l`` ``(B, 1, S, S)``; one caption is used for all."""
+    def _captions(self, l: Tensor, captions: list[str] | None) -> list[str] | None:
         if self.uses_captions:
             if not captions:
                 raise ValueError(
@@ -44,8 +42,28 @@ class FilmColorizer:
                 )
             if len(captions) == 1:
                 captions = captions * l.shape[0]
+        return captions
+
+    @torch.inference_mode()
+    def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:
+        """ab ``(B, 2, S/4, S/4)`` for ``l`` ``(B, 1, S, S)``; one caption is used for all."""
+        captions = self._captions(l, captions)
+        return self.module.colorize(l.to(self.module.device), captions, self.temperature)
+
+    @torch.inference_mode()
+    def explain(
+        self, l: Tensor, captions: list[str] | None = None, **_: object
+    ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """ab as :meth:`colorize`, and per image the heatmaps of the mean activation after the
+        FiLM layers of blocks 6-8 (the paper's Fig. 4; :mod:`film_color.explain`)."""
+        from chromalab.report import heatmap
+        from film_color.explain import activation_maps
+
+        captions = self._captions(l, captions)
         l = l.to(self.module.device)
-        return self.module.colorize(l, captions, self.temperature)
+        ab = self.module.colorize(l, captions, self.temperature)
+        maps = {b: heatmap(m).cpu() for b, m in activation_maps(self.module, l, captions).items()}
+        return ab, [{f"block {b}": m[i] for b, m in maps.items()} for i in range(l.shape[0])]
 
 
 def load_colorizer(

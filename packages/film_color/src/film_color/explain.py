@@ -22,16 +22,12 @@ from torch import Tensor
 
 from chromalab.color import rgb_to_lab
 from chromalab.io import recombine, save_image
+from chromalab.report import heatmap
 
 __all__ = ["EXPLAIN_BLOCKS", "activation_maps", "explain_images", "heatmap", "overlay"]
 
 #: Blocks shown in Fig. 4 (1-based).
 EXPLAIN_BLOCKS: tuple[int, ...] = (6, 7, 8)
-
-# Colour ramp of the heatmaps: dark blue, blue, cyan, yellow, red (positions 0, .25, .5, .75, 1).
-_RAMP = torch.tensor(
-    [[0.0, 0.0, 0.5], [0.0, 0.3, 1.0], [0.0, 0.9, 0.9], [1.0, 0.9, 0.0], [0.8, 0.0, 0.0]]
-)
 
 
 @torch.no_grad()
@@ -62,22 +58,6 @@ def activation_maps(
         span = mean.amax(dim=(1, 2), keepdim=True) - low
         out[block] = torch.where(span > 0, (mean - low) / span.clamp(min=1e-12), 0.0)
     return out
-
-
-def heatmap(maps: Tensor) -> Tensor:
-    """Colour ``maps`` ``(B, h, w)`` in ``[0, 1]`` with a blue-cyan-yellow-red ramp.
-
-    Returns:
-        RGB ``(B, 3, h, w)`` in ``[0, 1]``: 0 is dark blue, 1 is dark red.
-    """
-    if maps.dim() != 3:
-        raise ValueError(f"maps must have shape (B, h, w), got {tuple(maps.shape)}")
-    ramp = _RAMP.to(maps.device)
-    x = maps.clamp(0, 1) * (len(ramp) - 1)
-    low = x.floor().long().clamp(max=len(ramp) - 2)
-    frac = (x - low).unsqueeze(-1)
-    rgb = ramp[low] * (1 - frac) + ramp[low + 1] * frac  # (B, h, w, 3)
-    return rgb.permute(0, 3, 1, 2)
 
 
 def overlay(gray: Tensor, maps: Tensor, alpha: float = 0.55) -> Tensor:

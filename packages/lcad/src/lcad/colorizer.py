@@ -148,16 +148,36 @@ class LCADColorizer:
             options["segmenter"] = self.segmenter
         elif self.auto_masks:
             options |= {"auto_masks": True, "segmenter": self.segmenter}
-        generators = [torch.Generator().manual_seed(self.seed) for _ in range(b)]
-        rgb = self.pipeline(
+        return self._sample(l, captions, **options).images
+
+    def _sample(self, l: Tensor, captions: list[str], **options: Any):
+        generators = [torch.Generator().manual_seed(self.seed) for _ in range(l.shape[0])]
+        out = self.pipeline(
             l.float(),
             captions,
             num_inference_steps=self.steps,
             guidance_scale=self.guidance,
             generator=generators,
             **options,
-        ).images
-        return rgb_to_l_ab(rgb.float())[1]
+        )
+        out.images = rgb_to_l_ab(out.images.float())[1]
+        return out
+
+    @torch.inference_mode()
+    def explain(
+        self, l: Tensor, captions: list[str] | None = None, **_: object
+    ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """ab of a plain sampling (no masks) and, from the same sampling, each colour word's
+        cross-attention summed over layers and steps, as a heatmap per word."""
+        from chromalab.report import heatmap
+
+        if not captions:
+            raise ValueError("model lcad colorizes from a caption: pass --caption")
+        if len(captions) == 1:
+            captions = captions * l.shape[0]
+        out = self._sample(l, captions, attention_maps=True)
+        maps = [{word: heatmap(m[None])[0] for word, m in per.items()} for per in out.attention]
+        return out.images, maps
 
 
 def _on_canvas(mask: Image.Image, full_size: tuple[int, int], size: int) -> Tensor:

@@ -180,11 +180,14 @@ class LCADPipelineOutput(BaseOutput):
     """``images``: RGB ``(B, 3, H, W)`` in ``[0, 1]`` (``"pt"``), ``(B, H, W, 3)`` (``"np"``)
     or a list of PIL images (``"pil"``); ``masks``: with ``auto_masks``, the estimated mask
     of each colour word per image; ``mass``: with ``track_mass``, per edited layer and step, the
-    share of the phrase tokens' attention inside their masks before and after the edit."""
+    share of the phrase tokens' attention inside their masks before and after the edit;
+    ``attention``: with ``attention_maps``, each colour word's cross-attention ``(h, w)`` on the
+    latent grid, summed over layers and steps and scaled to ``[0, 1]``, per image."""
 
     images: Tensor | np.ndarray | list[Image.Image]
     masks: list[dict[str, Tensor]] | None = None
     mass: list[tuple[float, float]] | None = None
+    attention: list[dict[str, Tensor]] | None = None
 
 
 class LCADPipeline(DiffusionPipeline):
@@ -373,6 +376,7 @@ class LCADPipeline(DiffusionPipeline):
         edit_step_size: float = 5.0,
         edit_steps: int | None = None,
         track_mass: bool = False,
+        attention_maps: bool = False,
         output_type: str = "pt",
         return_dict: bool = True,
     ) -> LCADPipelineOutput | tuple:
@@ -395,6 +399,8 @@ class LCADPipeline(DiffusionPipeline):
             edit_steps: edit the first ``edit_steps`` steps only (``None``: every step, as
                 the paper).
             track_mass: report the edit's effect on the attention (``mass`` of the output).
+            attention_maps: return each colour word's cross-attention, summed over the layers
+                and steps of this sampling (``attention`` of the output; plain sampling only).
             output_type: ``"pt"``, ``"np"`` or ``"pil"``.
         """
         l = self.lightness(image)
@@ -414,6 +420,8 @@ class LCADPipeline(DiffusionPipeline):
         if sum(x is not None and x is not False for x in (masks, prompts, auto_masks)) > 1:
             raise ValueError("give one of masks, prompts and auto_masks")
         edit, words, estimated = None, [], None
+        if attention_maps and (masks is not None or prompts is not None or auto_masks):
+            raise ValueError("attention_maps shows plain sampling: not with masks or prompts")
         if prompts is not None:
             masks = self._segment(segmenter, l, prompts)
         if masks is not None:
@@ -422,6 +430,8 @@ class LCADPipeline(DiffusionPipeline):
             if segmenter is None:
                 raise ValueError("auto_masks needs a segmenter (lcad.segment.SamSegmenter)")
             edit, words = self._auto_edit(captions, (h, w), latent, edit_step_size)
+        elif attention_maps:
+            edit, words = self._auto_edit(captions, (h, w), latent, 0.0)
         if edit is not None:
             edit.masks = edit.masks.to(device)
             edit.track_mass = track_mass
@@ -440,7 +450,9 @@ class LCADPipeline(DiffusionPipeline):
         with unet.luminance(features[-1].to(dtype)), attention_edit(unet.unet, edit):
             for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
                 x = self.scheduler.scale_model_input(z, t)
-                if edit is not None:
+                if attention_maps and edit is not None:
+                    edit.mode = "observe"  # sum the colour words' maps over every step
+                elif edit is not None:
                     edit.mode = "record" if i < edited else None
                     if words and i == 0:  # automatic masks: observe the layout first
                         edit.mode = "observe"
@@ -448,7 +460,7 @@ class LCADPipeline(DiffusionPipeline):
                         unet(x, t, context[:b])
                         edit.mode = "apply"
                 eps = unet(torch.cat((x, x)), t, context)
-                if edit is not None:
+                if edit is not None and not attention_maps:
                     if edit.mode == "observe":
                         estimated = self._estimate_masks(edit, words, segmenter, l)
                     edit.mode, edit.edited = None, {}
@@ -470,7 +482,26 @@ class LCADPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         mass = edit.mass if edit is not None and track_mass else None
-        return LCADPipelineOutput(images=images, masks=estimated, mass=mass)
+        attention = None
+        if attention_maps:
+            attention = _normalised_maps(edit, words, b)
+        return LCADPipelineOutput(images=images, masks=estimated, mass=mass, attention=attention)
+
+
+def _normalised_maps(edit: AttentionEdit | None, words, b: int) -> list[dict[str, Tensor]]:
+    """Each colour word's summed attention ``(h, w)`` of the latent, scaled to ``[0, 1]``."""
+    if edit is None or edit.observed is None:
+        return [{} for _ in range(b)]
+    maps = edit.observed.float().cpu()
+    low = maps.amin(dim=(2, 3), keepdim=True)
+    span = maps.amax(dim=(2, 3), keepdim=True) - low
+    maps = torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), 0.0)
+    out = []
+    for i, names in enumerate(words):
+        labels = [w if names.count(w) == 1 else f"{w} ({names[: j + 1].count(w)})"
+                  for j, w in enumerate(names)]  # fmt: skip
+        out.append({label: maps[i, j] for j, label in enumerate(labels)})
+    return out
 
 
 def _step_parameters(scheduler) -> set[str]:

@@ -39,6 +39,26 @@ class LCoInsColorizer:
             captions = captions * l.shape[0]
         return self.module.colorize(l.to(self.module.device), captions)
 
+    @torch.inference_mode()
+    def explain(
+        self, l: Tensor, captions: list[str] | None = None, **_: object
+    ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """ab as :meth:`colorize`, and per image the hard group assignment of its tokens (Eq. 11),
+        one colour per group (:mod:`lcoins.explain`); none for a model without group tokens
+        (the W/o GE ablation)."""
+        from lcoins.explain import group_colors, group_maps
+
+        if not captions:
+            raise ValueError("model lcoins colorizes from a caption: pass --caption")
+        if len(captions) == 1:
+            captions = captions * l.shape[0]
+        ab = self.colorize(l, captions)
+        if not self.module.network.num_groups:
+            return ab, [{} for _ in range(l.shape[0])]
+        groups = group_maps(self.module, l.to(self.module.device), captions).cpu()
+        colors = group_colors(self.module.network.num_groups)[groups].permute(0, 3, 1, 2)
+        return ab, [{"groups": c} for c in colors]
+
 
 def load_colorizer(
     ckpt: str | None = None, weights: str | None = None, device: str | None = None, **_: object
