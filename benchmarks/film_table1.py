@@ -55,8 +55,7 @@ from film_color.cli import run as film_color_run
 from film_color.datamodule import FilmColorDataModule
 from film_color.demo import CAPSHAPES_CONFIG
 from film_color.evaluate import evaluate, grid_ceiling
-from film_color.module import FilmColorModule
-from film_color.weights import read_weights, trained_scene_size, trained_steps
+from film_color.weights import load_trained, read_weights, trained_scene_size, trained_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "outputs" / "film_color-bench"
@@ -77,13 +76,13 @@ PAPER = {
 
 
 def parameters(ckpt: Path) -> int:
-    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = load_trained(ckpt)
     return sum(p.numel() for p in module.network.parameters())
 
 
 def coco_accuracy(ckpt: str, captions: str, image_root: str | None, limit: int) -> dict:
     """acc@1 / acc@5 of a COCO-trained checkpoint on the MSCOCO validation captions."""
-    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = load_trained(ckpt)
     data = FilmColorDataModule(
         source="captions", val_path=captions, image_root=image_root, eval_batch_size=16
     )

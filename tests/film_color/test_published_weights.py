@@ -1,12 +1,14 @@
-"""The published CapShapes FILM (``benchmarks/weights/capshapes-film-v1.ckpt``, see the package
-README): it must load through the real entry points and score what the README records, so a
-change that breaks loading, the caption pathway, the relative maps, the decoding or the
-manipulation metric for trained models fails here. Evaluation on the CPU is deterministic, so
-the recorded values are pinned (+-0.02), not bounded from below: a bug can move a metric up."""
+"""The published CapShapes FILM (``benchmarks/weights/capshapes-film-v1/``, a ``save_pretrained``
+folder, see the package README): it must load through the real entry points and score what the
+README records, so a change that breaks loading, the caption pathway, the relative maps, the
+decoding or the manipulation metric for trained models fails here. Evaluation on the CPU is
+deterministic, so the recorded values are pinned (+-0.02), not bounded from below: a bug can move
+a metric up."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from film_color.evaluate import PUBLISHED, evaluate, scene_data
 from film_color.module import FilmColorModule
 from film_color.weights import (
     TRAINING_STATE_KEYS,
+    load_trained,
     read_weights,
     trained_scene_size,
     trained_steps,
@@ -29,26 +32,33 @@ README = Path(__file__).resolve().parents[2] / "packages" / "film_color" / "READ
 RECORDED_64 = {"manipulation_accuracy": 0.9032, "caption_consistency": 0.6544, "acc@1": 0.1853}
 
 
-def test_the_published_file_is_the_one_the_readme_names():
-    digest = hashlib.sha256(PUBLISHED.read_bytes()).hexdigest()
+def test_the_published_folder_is_the_one_the_readme_names_and_holds_no_pickle():
+    weights = PUBLISHED / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     named = re.findall(r"sha256\s+`([0-9a-f]{64})`", README.read_text())
     assert named == [digest]  # a file replaced under the same name fails here
-    assert PUBLISHED.stat().st_size <= 12 * 2**20
+    assert weights.stat().st_size <= 12 * 2**20
+    files = sorted(p.name for p in PUBLISHED.iterdir())
+    assert files == ["README.md", "chromalab_state.json", "config.json", "model.safetensors"]
+    for name in ("chromalab_state.json", "config.json"):
+        json.loads((PUBLISHED / name).read_text())  # plain JSON
+    assert weights.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
 
 
-def test_the_published_file_is_slim_and_records_its_recipe():
+def test_the_published_folder_records_its_recipe():
     blob = read_weights(PUBLISHED)
-    assert not any(key in blob for key in TRAINING_STATE_KEYS)  # slimmed
+    assert not any(key in blob for key in TRAINING_STATE_KEYS)
     hparams = blob["hyper_parameters"]
     assert hparams["conditioning"] == "film"
     assert hparams["input_normalization"] == "image"
     assert hparams["relative_maps"] == 2 and hparams["named_object_weight"] == 3.0
     assert hparams["temperature"] == 0.38
     assert trained_scene_size(blob) == 96
-    assert trained_steps(blob) == 70000
+    assert trained_steps(blob) == 70000  # 62000 before its last stage + its own 8000
     # it rebuilds with every argument the module takes today, and no other
-    module = FilmColorModule.load_from_checkpoint(PUBLISHED, map_location="cpu")
-    assert module.steps_before == 62000 and len(module.vocabulary) == 38  # + its own 8000
+    module = FilmColorModule.from_pretrained(str(PUBLISHED))
+    assert module.total_steps == 70000 and len(module.vocabulary) == 38
+    assert module.input_size == 96
 
 
 def test_the_published_film_scores_what_the_readme_records():
@@ -80,7 +90,7 @@ def test_manipulation_accuracy_is_the_same_for_any_batch_size_and_rank_split(mon
     """The swaps are seeded per scene: one batch of 48, batches of 20, and the even/odd split
     of two DDP ranks (each rank's batches summed, as torchmetrics syncs them) judge the same
     objects against the same new colours."""
-    module = FilmColorModule.load_from_checkpoint(PUBLISHED, map_location="cpu").eval()
+    module = load_trained(PUBLISHED)
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)  # no trainer attached
     data = scene_data(48, 96)
     data.setup("validate")

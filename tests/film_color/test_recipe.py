@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from film_color.evaluate import PUBLISHED
-from film_color.module import FilmColorModule
 from film_color.recipe import main, stage_steps, stages
-from film_color.weights import TRAINING_STATE_KEYS, read_weights, trained_steps
+from film_color.weights import TRAINING_STATE_KEYS, load_trained, read_weights, trained_steps
 from tests.film_color.components import CONFIGS
 
 RECIPE = CONFIGS / "recipes" / "capshapes-film-v1"
@@ -40,7 +39,7 @@ def test_the_stages_add_up_to_the_published_model(tmp_path):
 
 
 def _run_chain(tmp_path, *extra: str):
-    publish = tmp_path / "v1.ckpt"
+    publish = tmp_path / "v1"
     last = main([str(RECIPE), "--out", str(tmp_path / "runs"), "--max-steps", "1",
                  "--publish", str(publish), *extra])  # fmt: skip
     return last, publish
@@ -56,7 +55,8 @@ def test_the_recipe_chain_runs_in_tiny_form(tmp_path):
     hparams = blob["hyper_parameters"]
     for key in ("conditioning", "input_normalization", "relative_maps", "named_object_weight"):
         assert hparams[key] == published[key], key
-    module = FilmColorModule.load_from_checkpoint(publish, map_location="cpu").eval()
+    assert (publish / "model.safetensors").is_file()  # a save_pretrained folder
+    module = load_trained(publish)
     assert module.network.relative is not None
     with torch.no_grad():
         out = module(torch.rand(1, 1, 32, 32) * 100, ["a red circle and a blue star"])
@@ -70,7 +70,7 @@ def test_the_recipe_chain_runs_in_tiny_form(tmp_path):
 @pytest.mark.slow
 def test_the_recipe_chain_runs_at_its_own_sizes(tmp_path):
     _, publish = _run_chain(tmp_path, "--trainer.num_sanity_val_steps", "0")
-    module = FilmColorModule.load_from_checkpoint(publish, map_location="cpu")
-    theirs = FilmColorModule.load_from_checkpoint(PUBLISHED, map_location="cpu")
+    module = load_trained(publish)
+    theirs = load_trained(PUBLISHED)
     shapes = {k: v.shape for k, v in theirs.state_dict().items()}
     assert {k: v.shape for k, v in module.state_dict().items() if k in shapes} == shapes

@@ -62,12 +62,11 @@ def explain_main(argv: Sequence[str]) -> int:
     from chromalab.io import ImageLoadError, iter_image_files, load_image
     from chromalab.models import resolve_device
     from film_color.explain import explain_images
+    from film_color.weights import load_trained
 
     args = _explain_parser().parse_args(list(argv))
     try:
-        module = FilmColorModule.load_from_checkpoint(
-            args.ckpt, map_location=resolve_device(args.device)
-        )
+        module = load_trained(args.ckpt, str(resolve_device(args.device)))
         size = args.size or module.input_size or 224
         images, captions = [], []
         for item in args.inputs:

@@ -37,7 +37,7 @@ from film_color.cli import run
 from film_color.evaluate import PUBLISHED, evaluate
 from film_color.explain import activation_maps, overlay
 from film_color.module import FilmColorModule
-from film_color.weights import read_weights, trained_steps
+from film_color.weights import load_trained, read_weights, trained_steps
 
 __all__ = ["CAPSHAPES_CONFIG", "caption_variants", "main", "train_fcnn_then", "write_section"]
 
@@ -188,7 +188,7 @@ def write_section(
     )
     if published is not None:
         ckpt, metrics = published
-        module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+        module = load_trained(ckpt)
         figure, _ = _manipulation_figure(report, module, "published")
         body += (
             f"<h3>The published model</h3><p><code>{html.escape(str(ckpt))}</code>, "
@@ -197,7 +197,7 @@ def write_section(
         )  # fmt: skip
     if trained is not None:
         ckpt, metrics, seconds = trained
-        module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+        module = load_trained(ckpt)
         figure, _ = _manipulation_figure(report, module, "trained", scenes=1)
         budget = f"{seconds:.0f} s of training on this CPU" if seconds else "a reused checkpoint"
         body += (
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Show the published model, then train (or reuse) the demo run; write the report section."""
     parser = argparse.ArgumentParser(description="film_color demo section of the report")
     parser.add_argument("--out", default="outputs/demo", help="report folder")
-    parser.add_argument("--published", default=str(PUBLISHED), help="the published checkpoint")
+    parser.add_argument("--published", default=str(PUBLISHED), help="the published weights")
     parser.add_argument("--fcnn-steps", type=int, default=1000, help="FCNN training steps")
     parser.add_argument("--steps", type=int, default=1000, help="FILM training steps (0: none)")
     parser.add_argument("--retrain", action="store_true", help="ignore an existing checkpoint")

@@ -31,16 +31,14 @@ from chromalab.bins import ABBins
 from chromalab.metrics import output_grid_ceiling
 from cic.networks import OUTPUT_STRIDE
 from film_color.datamodule import FilmColorDataModule
-from film_color.module import FilmColorModule
 from film_color.networks import GRID_SIZE, GRID_STEP
-from film_color.weights import read_weights, trained_scene_size
+from film_color.weights import load_trained, read_weights, trained_scene_size
 
 __all__ = ["PUBLISHED", "evaluate", "grid_ceiling", "main", "scene_data"]
 
-#: The published CapShapes FILM (in a source checkout; see the package README).
-PUBLISHED = (
-    Path(__file__).resolve().parents[4] / "benchmarks" / "weights" / "capshapes-film-v1.ckpt"
-)
+#: The published CapShapes FILM, a ``save_pretrained`` folder (in a source checkout; see the
+#: package README).
+PUBLISHED = Path(__file__).resolve().parents[4] / "benchmarks" / "weights" / "capshapes-film-v1"
 
 Split = Literal["val", "test"]
 
@@ -66,7 +64,8 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = False,
 ) -> dict[str, float]:
-    """The metrics of a ``film-color`` checkpoint on ``scenes`` CapShapes scenes of ``split``.
+    """The metrics of a ``film-color`` checkpoint (or ``save_pretrained`` folder) on ``scenes``
+    CapShapes scenes of ``split``.
 
     ``size`` is the side the scenes are drawn at; by default the one the checkpoint was trained
     on (:func:`film_color.weights.trained_scene_size`; 64 when it records none). Returns
@@ -77,7 +76,7 @@ def evaluate(
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     if size is None:
         size = trained_scene_size(read_weights(ckpt)) or 64
-    module = FilmColorModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = load_trained(ckpt)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -106,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """``python -m film_color.evaluate [CKPT] [--split test] [--scenes N]``: print the metrics
     as JSON (the published model by default)."""
     parser = argparse.ArgumentParser(description="film_color metrics on CapShapes scenes")
-    parser.add_argument("ckpt", nargs="?", default=str(PUBLISHED), help="a film-color checkpoint")
+    parser.add_argument(
+        "ckpt", nargs="?", default=str(PUBLISHED), help="a film-color checkpoint or weights folder"
+    )
     parser.add_argument("--split", choices=("val", "test"), default="test")
     parser.add_argument("--scenes", type=int, default=2048, help="scenes of the split")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -5,12 +5,13 @@ A recipe folder holds ``NN-name.yaml`` files; each is a ``film-color fit`` confi
 the base config (``configs/capshapes.yaml``). Stage ``k`` trains into ``OUT/NN-name`` (layout of
 :func:`chromalab.runs.train_or_reuse`: a finished stage is reused, an interrupted one resumed
 exactly) and starts from stage ``k-1``'s ``last.ckpt``. ``--publish`` writes the last stage's
-weights without the training state (:func:`film_color.weights.slim_checkpoint`).
+weights as a ``save_pretrained`` folder: safetensors and JSON, no training state
+(:func:`film_color.weights.publish`).
 
 ::
 
     python -m film_color.recipe packages/film_color/configs/recipes/capshapes-film-v1 \\
-        --out outputs/recipes/capshapes-film-v1 --publish outputs/capshapes-film-v1.ckpt
+        --out outputs/recipes/capshapes-film-v1 --publish outputs/capshapes-film-v1
     python -m film_color.recipe RECIPE --max-steps 1 --out /tmp/check     # every stage, 1 step
 """
 
@@ -25,7 +26,7 @@ import yaml
 from chromalab.runs import train_or_reuse
 from film_color.cli import run
 from film_color.demo import CAPSHAPES_CONFIG
-from film_color.weights import slim_checkpoint
+from film_color.weights import publish as publish_weights
 
 __all__ = ["main", "run_recipe", "stage_steps", "stages"]
 
@@ -67,7 +68,8 @@ def run_recipe(
         max_steps: train each stage for this many steps instead of its own (a quick check of
             the whole chain).
         overrides: further ``fit`` arguments for every stage.
-        publish: write the final weights, slimmed, to this file.
+        publish: write the final weights to this ``save_pretrained`` folder (safetensors,
+            :func:`film_color.weights.publish`).
         progress: show Lightning's progress bar.
     """
     configs = stages(recipe)
@@ -82,19 +84,19 @@ def run_recipe(
         )  # fmt: skip
     assert previous is not None
     if publish is not None:
-        slim_checkpoint(previous, publish)
+        publish_weights(previous, publish)
         print(f"published {publish}")
     return previous
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m film_color.recipe RECIPE [--out DIR] [--max-steps N] [--publish FILE]``."""
+    """``python -m film_color.recipe RECIPE [--out DIR] [--max-steps N] [--publish DIR]``."""
     parser = argparse.ArgumentParser(description="train a film_color recipe, stage by stage")
     parser.add_argument("recipe", help="a recipe folder of NN-name.yaml stage configs")
     parser.add_argument("--out", default=None, help="runs folder (default outputs/recipes/NAME)")
     parser.add_argument("--base", default=str(CAPSHAPES_CONFIG), help="config under every stage")
     parser.add_argument("--max-steps", type=int, default=None, help="steps per stage (a check)")
-    parser.add_argument("--publish", default=None, help="write the final weights here, slimmed")
+    parser.add_argument("--publish", default=None, help="write the final weights to this folder")
     args, overrides = parser.parse_known_args(argv)
     out = args.out or str(Path("outputs") / "recipes" / Path(args.recipe).name)
     return run_recipe(

@@ -8,7 +8,10 @@ Sources accepted by :func:`init_from_cic`:
 * a Lightning checkpoint of ``cic fit`` (keys ``network.*``, bin centres ``bins.centers``);
 * a Lightning checkpoint of ``film-color fit`` (keys ``network.fcnn.*``), e.g. a trained FCNN;
 * the authors' released CIC weights (``colorization_release_v2-*.pth``), read with
-  :func:`cic.weights.load_released`.
+  :func:`cic.weights.load_released`;
+* a ``save_pretrained`` folder of a ``FilmColorModule`` (``config.json``, ``model.safetensors``,
+  ``chromalab_state.json``; :func:`publish` writes one from a checkpoint), read by
+  :func:`read_weights` as if it were a slim checkpoint.
 
 Transfer rules, applied to every tensor of the target :class:`~cic.networks.CICNetwork`:
 
@@ -41,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from chromalab.bins import ABBins
+from chromalab.hub import STATE_FILE, is_hub_folder
 from cic.networks import CICNetwork
 
 __all__ = [
@@ -50,6 +54,8 @@ __all__ = [
     "film_network_state",
     "load_film_network",
     "load_cic_state",
+    "load_trained",
+    "publish",
     "read_weights",
     "slim_checkpoint",
     "trained_scene_size",
@@ -80,8 +86,12 @@ class TransferReport:
 
 def read_weights(path: str | Path) -> dict:
     """The dictionary saved in ``path`` (a Lightning checkpoint or a bare ``state_dict``), on
-    the CPU; read once and handed to the functions below."""
+    the CPU; read once and handed to the functions below. A ``save_pretrained`` folder reads as
+    a slim checkpoint (``state_dict``, ``hyper_parameters``, the film_color extras), without
+    unpickling anything."""
     path = Path(path)
+    if is_hub_folder(path):
+        return _read_folder(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"CIC weights not found: {path} (a cic/film-color checkpoint or the released .pth; "
@@ -93,6 +103,55 @@ def read_weights(path: str | Path) -> dict:
             f"{path}: expected a checkpoint or a state_dict, got {type(blob).__name__}"
         )
     return blob
+
+
+def _read_folder(folder: Path) -> dict:
+    import json
+
+    from huggingface_hub import constants
+    from safetensors.torch import load_file
+
+    state_file = folder / STATE_FILE
+    extras = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    return {
+        "state_dict": load_file(folder / constants.SAFETENSORS_SINGLE_FILE, device="cpu"),
+        "hyper_parameters": json.loads((folder / constants.CONFIG_NAME).read_text()),
+        "global_step": 0,
+        **extras,
+    }
+
+
+def load_trained(path: str | Path, device: str = "cpu"):
+    """A trained :class:`~film_color.module.FilmColorModule` (eval mode) from a ``film-color
+    fit`` checkpoint or a ``save_pretrained`` folder."""
+    from film_color.module import FilmColorModule
+
+    if is_hub_folder(path):
+        return FilmColorModule.from_pretrained(str(path), map_location=device).eval()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no film-color checkpoint or weights folder at {path}")
+    return FilmColorModule.load_from_checkpoint(path, map_location=device).eval()
+
+
+def publish(ckpt: str | Path, folder: str | Path) -> Path:
+    """Write the weights of the checkpoint ``ckpt`` as a ``save_pretrained`` folder (safetensors
+    and JSON, no pickle) that records every optimizer step behind them (:func:`trained_steps`)
+    and the scene size they were trained on."""
+    module = load_trained(ckpt)
+    module.steps_before = trained_steps(read_weights(ckpt))
+    folder = Path(folder)
+    module.save_pretrained(folder)
+    h = module.hparams
+    (folder / "README.md").write_text(
+        "---\nlibrary_name: chromalab\ntags: [colorization, chromalab, film_color]\n---\n\n"
+        'A FILM colorization network (Manjunatha, Iyyer, Boyd-Graber and Davis, "Learning to '
+        f'Color from Language", NAACL 2018, arXiv:1804.06026), conditioning {h.conditioning}, '
+        f"width {h.width}, trained for {module.steps_before} steps on {module.input_size}-pixel "
+        "scenes. Load it with `film_color.weights.load_trained(folder)` or "
+        "`FilmColorModule.from_pretrained(folder)`; colorize with `chromalab colorize --model "
+        "film_color --weights FOLDER --caption ...`.\n"
+    )
+    return folder
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
