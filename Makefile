@@ -2,6 +2,7 @@
 #   make install    create .venv and install (idempotent: re-runs only when a pyproject changes)
 #   make demo       install + train on the built-in data (bounded, reused) -> outputs/demo/index.html
 #   make test       install + the fast test-suite (CPU, no network)
+#   make test-e2e   the web app in headless Chromium (installs gradio, Playwright, chromium)
 #   make test-slow  the slow tests (real training runs, large inputs)
 #   make bench      every benchmarks/*.py -> benchmarks/results/
 #   make lint       ruff
@@ -13,7 +14,7 @@ PACKAGES := $(sort $(dir $(wildcard packages/*/pyproject.toml)))
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow bench lint format clean
+.PHONY: install demo test test-e2e test-slow bench lint format clean
 
 install: $(STAMP)
 
@@ -35,7 +36,20 @@ demo: install
 	@echo "open outputs/demo/index.html"
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not e2e" -q $(PYTEST_ARGS)
+
+# The app's browser tests: gradio and Playwright into the venv, Debian's chromium through apt-get
+# when it is missing (root needed; when that fails, the tests skip and print why). Screenshots
+# and logs stay under outputs/e2e/.
+E2E_APT_LOG := outputs/e2e-apt.log
+test-e2e: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e "./shared[app,e2e]"
+	@mkdir -p outputs; rm -f $(E2E_APT_LOG)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		> $(E2E_APT_LOG).tmp 2>&1 && rm -f $(E2E_APT_LOG).tmp \
+		|| { mv $(E2E_APT_LOG).tmp $(E2E_APT_LOG); echo "apt-get install chromium failed: $(E2E_APT_LOG)"; }; }
+	$(BIN)/python -m pytest tests/e2e -m e2e -q -rs --basetemp=outputs/e2e $(PYTEST_ARGS)
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow -q $(PYTEST_ARGS)

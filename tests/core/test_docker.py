@@ -70,6 +70,7 @@ def test_both_images_install_as_make_install_does(path):
     steps = _instructions(path)
     runs = " ".join(args for word, args in steps if word == "RUN")
     assert re.search(r"\bmake install\b", runs)
+    assert '-c constraints.txt "./shared[app]"' in runs  # and the web app
     assert ("ENTRYPOINT", '["chromalab"]') in steps
     makefile = (ROOT / "Makefile").read_text()
     assert '-e "./shared[photos,test]"' in makefile and "$(PACKAGES)" in makefile

@@ -6,6 +6,7 @@
     chromalab prior --data DIR -o prior.pt           ab prior of a dataset (CIC §3.2)
     chromalab data capshapes --out DIR --n 1000      export CapShapes (folder | jsonl | wds)
     chromalab colorize --model cic --ckpt X IMAGE|DIR -o OUT
+    chromalab app [--model M --weights W]            the web app (pip install ./shared[app])
 
 ``colorize`` finds models through the ``chromalab.models`` entry points (see
 :mod:`chromalab.models`); each paper package registers itself there.
@@ -209,6 +210,17 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     return 0 if not failed else 2
 
 
+# ------------------------------------------------------------------------------------------ app
+def _cmd_app(args: argparse.Namespace) -> int:
+    try:
+        from chromalab.app import main as serve
+    except ImportError as err:  # gradio is an optional extra
+        raise ValueError(str(err)) from err
+    options = {"text_encoder": args.text_encoder, "sam": args.sam, "scheduler": args.scheduler}
+    serve(args.model, args.ckpt, args.weights, args.device, args.host, args.port, **options)
+    return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -331,6 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-encoder", default=None, help="text encoder folder, for released weights"
     )
     col.set_defaults(func=_cmd_colorize)
+
+    app = sub.add_parser("app", help="the web app: colorize in the browser (needs gradio)")
+    app.add_argument("--model", default=None, help="model selected on the page")
+    app.add_argument("--ckpt", default=None, help="checkpoint filled in on the page")
+    app.add_argument("--weights", default=None, help="weights filled in on the page")
+    app.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--text-encoder", default=None, help="text encoder folder (lcad release)")
+    app.add_argument("--sam", default=None, help="Segment Anything checkpoint (lcad)")
+    app.add_argument("--scheduler", default=None, help="lcad sampler: ddim, dpm++, ...")
+    app.set_defaults(func=_cmd_app)
     return parser
 
 
