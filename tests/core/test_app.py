@@ -86,3 +86,13 @@ def test_sampling_options_reach_a_colorizer_that_has_them(tmp_path):
                  {"steps": 7.0, "guidance": 2, "seed": 3, "other": 1})  # fmt: skip
     assert (cache.model.steps, cache.model.guidance, cache.model.seed) == (7, 2.0, 3)
     assert isinstance(cache.model.steps, int) and isinstance(cache.model.guidance, float)
+
+
+def test_the_command_says_how_to_install_gradio_when_it_is_missing(monkeypatch, capsys):
+    import sys
+
+    from chromalab import cli
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    assert cli.main(["app", "--model", "film_color", "--weights", str(PUBLISHED)]) == 1
+    assert "pip install './shared[app]'" in capsys.readouterr().err

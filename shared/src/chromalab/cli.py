@@ -212,12 +212,13 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ app
 def _cmd_app(args: argparse.Namespace) -> int:
-    try:
-        from chromalab.app import main as serve
-    except ImportError as err:  # gradio is an optional extra
-        raise ValueError(str(err)) from err
+    from chromalab.app import main as serve
+
     options = {"text_encoder": args.text_encoder, "sam": args.sam, "scheduler": args.scheduler}
-    serve(args.model, args.ckpt, args.weights, args.device, args.host, args.port, **options)
+    try:
+        serve(args.model, args.ckpt, args.weights, args.device, args.host, args.port, **options)
+    except ImportError as err:  # gradio is an optional extra: say how to install it
+        raise ValueError(str(err)) from err
     return 0
 
 
