@@ -1,6 +1,7 @@
 """``chromalab colorize`` throughput on a folder of photos: the one-at-a-time loop (batch 1,
-decoding in the main process, fp32) against batched inference with decoding in DataLoader
-workers, and with bfloat16 autocast. Every row runs the same code path
+decoding in the main process, fp32, channels-last as the colorizers run by default) against the
+same loop with the network in the contiguous (NCHW) layout, batched inference with decoding in
+DataLoader workers, and bfloat16 autocast. Every row runs the same code path
 (:func:`chromalab.inference.colorize_jobs`) on the same files, in one run.
 
 The model is CIC (Zhang et al., ECCV 2016) at the paper's width, input 256, random weights
@@ -16,6 +17,7 @@ Results: ``benchmarks/results/colorize_throughput.{csv,md}``.
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from collections.abc import Sequence
@@ -53,13 +55,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     bins = ABBins.gamut()
-    model = CICColorizer(CICNetwork(width=args.width, num_classes=bins.num_bins), bins, 0.38,
-                         input_size=args.size)  # fmt: skip
+    network = CICNetwork(width=args.width, num_classes=bins.num_bins)
+    nchw = CICColorizer(copy.deepcopy(network), bins, 0.38, input_size=args.size,
+                        channels_last=False)  # fmt: skip
+    model = CICColorizer(network, bins, 0.38, input_size=args.size)  # channels-last
     runs = [
-        ("one at a time (batch 1, no workers)", 1, 0, "fp32"),
-        (f"batched ({args.batch_size}, {args.workers} worker)", args.batch_size, args.workers,
-         "fp32"),
-        (f"batched ({args.batch_size}, {args.workers} worker), bf16", args.batch_size,
+        ("one at a time (batch 1, no workers)", model, 1, 0, "fp32"),
+        ("one at a time, contiguous NCHW network", nchw, 1, 0, "fp32"),
+        (f"batched ({args.batch_size}, no workers)", model, args.batch_size, 0, "fp32"),
+        (f"batched ({args.batch_size}, {args.workers} worker)", model, args.batch_size,
+         args.workers, "fp32"),
+        (f"batched ({args.batch_size}, {args.workers} worker), bf16", model, args.batch_size,
          args.workers, "bf16"),
     ]  # fmt: skip
     rows = []
@@ -68,13 +74,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         photos.mkdir()
         write_photos(photos, args.photos)
         warm = plan_jobs([photos], Path(tmp) / "warm")[: args.batch_size]
-        colorize_jobs(model, warm, batch_size=args.batch_size, progress=False)  # warm-up
+        for warm_model in (model, nchw):
+            colorize_jobs(warm_model, warm, batch_size=args.batch_size, progress=False)
         base = None
-        for label, batch, workers, precision in runs:
+        for label, colorizer, batch, workers, precision in runs:
             jobs = plan_jobs([photos], Path(tmp) / f"out-{len(rows)}")
             start = time.perf_counter()
-            written, failed = colorize_jobs(model, jobs, batch_size=batch, num_workers=workers,
-                                            progress=False, precision=precision)  # fmt: skip
+            written, failed = colorize_jobs(colorizer, jobs, batch_size=batch,
+                                            num_workers=workers, progress=False,
+                                            precision=precision)  # fmt: skip
             seconds = time.perf_counter() - start
             assert written == args.photos and not failed
             speed = written / seconds
@@ -88,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         f"Machine: {machine_description()}.",
         "",
-        f"CIC at width {args.width}, input {args.size}, channels-last, random weights; "
+        f"CIC at width {args.width}, input {args.size}, channels-last unless said, random "
+        "weights; "
         f"{args.photos} JPEG photos of 640x480 to 800x600 in both orientations (decoded, "
         "converted to Lab, resized longer side first onto the square canvas, colorized, joined "
         "with the full-resolution L, written as PNG). Each row the same files, one run, after "

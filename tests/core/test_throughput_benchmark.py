@@ -1,4 +1,4 @@
-"""Smoke test of ``benchmarks/colorize_throughput.py``: the three runs colorize every photo
+"""Smoke test of ``benchmarks/colorize_throughput.py``: the five runs colorize every photo
 (results redirected to the test); no timing asserted."""
 
 from __future__ import annotations
@@ -14,6 +14,6 @@ def test_each_run_colorizes_every_photo(monkeypatch):
         monkeypatch.setattr(bench, "SIZES", ((60, 40), (40, 60)))
         bench.main(["--photos", "5", "--batch-size", "2", "--width", "0.125", "--size", "32"])
     rows = written["rows"]
-    assert [r["precision"] for r in rows] == ["fp32", "fp32", "bf16"]
+    assert [r["precision"] for r in rows] == ["fp32", "fp32", "fp32", "fp32", "bf16"]
     assert all(r["images"] == 5 and r["images/s"] > 0 for r in rows)
     assert rows[0]["vs one at a time"] == 1
