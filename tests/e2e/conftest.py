@@ -31,7 +31,8 @@ def chromium_path() -> str:
     if os.environ.get("CHROMALAB_CHROMIUM"):
         why = f"no Chromium at CHROMALAB_CHROMIUM={os.environ['CHROMALAB_CHROMIUM']}"
     if APT_LOG.is_file():
-        why += f"; apt-get failed: {APT_LOG.read_text().strip().splitlines()[-1:]}"
+        last = (APT_LOG.read_text().strip().splitlines() or ["(no output)"])[-1]
+        why += f"; apt-get failed: {last} (log: {APT_LOG})"
     pytest.skip(why)
 
 
