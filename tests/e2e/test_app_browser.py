@@ -20,6 +20,19 @@ pytestmark = pytest.mark.e2e
 #: Generous: the first request loads the model.
 WAIT_MS = 120_000
 
+#: The uploads have finished: every file is listed (the list shows stem and suffix apart).
+UPLOADED = r"""names => {
+    const node = document.querySelector('#photos');
+    const text = node ? node.innerText.replace(/\s+/g, '') : '';
+    return names.every(name => text.includes(name));
+}"""
+
+#: The gallery shows ``count`` images, all loaded.
+SHOWN = r"""count => {
+    const images = [...document.querySelectorAll('#gallery img')];
+    return images.length >= count && images.every(img => img.complete && img.naturalWidth > 0);
+}"""
+
 #: A finished run: the status names what the run did (``expect``).
 FINISHED = r"""expect => {
     const node = document.querySelector('#status');
@@ -54,8 +67,7 @@ def page(browser, app):
 
 def _upload(page, files, caption: str) -> None:
     page.locator("#photos input[type=file]").set_input_files([str(f) for f in files])
-    for f in files:  # the upload has finished when the file is listed
-        page.locator("#photos").get_by_text(f.name).first.wait_for()
+    page.wait_for_function(UPLOADED, arg=[f.name for f in files])
     page.locator("#caption textarea").fill(caption)
 
 
@@ -67,25 +79,34 @@ def _colorize(page, files, expect: str, caption: str) -> str:
     return page.locator("#status").inner_text()
 
 
-def test_a_photo_with_a_caption_comes_back_coloured(page, tmp_path):
-    scene = CapShapes(length=1, size=96, seed=11)[0]
-    photo = save_image(scene["rgb"], tmp_path / "scene.jpg")  # a colour photo: turned grey
-    status = _colorize(page, [photo], "Colorized 1 photo (scene.jpg)", scene["caption"])
+def test_photos_with_a_caption_come_back_coloured(page, tmp_path):
+    scenes = CapShapes(length=2, size=96, seed=11)
+    colour = save_image(scenes[0]["rgb"], tmp_path / "scene.jpg")  # a colour photo: turned grey
+    grey = tmp_path / "wide.png"  # a grey photo of another shape
+    Image.open(save_image(scenes[1]["rgb"], tmp_path / "w.png")).convert("L").resize(
+        (144, 96)
+    ).save(grey)
+    status = _colorize(page, [colour, grey], "Colorized 2 photos (scene.jpg, wide.png)",
+                       scenes[0]["caption"])  # fmt: skip
     assert "with film_color" in status
+    page.wait_for_function(SHOWN, arg=10)  # 2 x (input, result, 3 maps)
+    page.wait_for_timeout(1000)  # gradio's fade-in of updated outputs
     page.screenshot(path=str(tmp_path / "app-result.png"), full_page=True)
-    # the result offered for download: a PNG at the photo's size, coloured
-    link = page.locator("#downloads a[href]").first
-    response = page.request.get(link.get_attribute("href"))
-    assert response.ok
-    result = Image.open(io.BytesIO(response.body()))
-    assert result.format == "PNG" and result.size == (96, 96)
-    grey = Image.open(photo).convert("L").convert("RGB")
-    assert _chroma(grey) == 0.0
-    assert _chroma(result) > 10.0
-    # the gallery shows input, result and FiLM maps of blocks 6-8
-    gallery = page.locator("#gallery")
-    for label in ("scene: input", "scene: result", "scene: block 6", "scene: block 8"):
-        assert gallery.get_by_text(label).count() >= 1 or label in gallery.inner_html()
+    # the results offered for download: PNGs at the photos' sizes, coloured
+    links = page.locator("#downloads a[href]")
+    assert links.count() == 2
+    for i, (source, size) in enumerate(((colour, (96, 96)), (grey, (144, 96)))):
+        response = page.request.get(links.nth(i).get_attribute("href"))
+        assert response.ok
+        result = Image.open(io.BytesIO(response.body()))
+        assert result.format == "PNG" and result.size == size
+        assert _chroma(Image.open(source).convert("L").convert("RGB")) == 0.0
+        assert _chroma(result) > 10.0, source.name
+    # the gallery shows, per photo, input, result and the FiLM maps of blocks 6-8
+    html = page.locator("#gallery").inner_html()
+    for stem in ("scene", "wide"):
+        for label in ("input", "result", "block 6", "block 7", "block 8"):
+            assert f"{stem}: {label}" in html
 
 
 def test_a_broken_upload_shows_an_error_and_the_app_keeps_serving(page, tmp_path):

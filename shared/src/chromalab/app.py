@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,9 +170,14 @@ def build_app(
         paths = [f if isinstance(f, str) else f.name for f in (files or [])]
         sampling = {"steps": steps, "guidance": guidance, "seed": seed}
         try:
-            return run_colorize(cache, paths, name, ckpt_path, weights_path, caption, sampling)
+            gallery, written, status = run_colorize(
+                cache, paths, name, ckpt_path, weights_path, caption, sampling
+            )
         except (ValueError, FileNotFoundError, ImportError) as err:  # shown where results go
             return [], None, f"**Error:** {err}"
+        per_photo = Counter(label.split(": ", 1)[0] for _, label in gallery)
+        columns = max(per_photo.values(), default=3)  # one row per photo: input, result, maps
+        return gr.Gallery(value=gallery, columns=columns), written, status
 
     with gr.Blocks(title="chromalab", analytics_enabled=False) as app:
         gr.Markdown(
@@ -202,7 +208,9 @@ def build_app(
                     label="Input, result and the model's explanation", columns=3, format="png",
                     object_fit="contain", elem_id="gallery",
                 )  # fmt: skip
-                downloads = gr.File(label="Results (PNG)", elem_id="downloads")
+                downloads = gr.File(
+                    label="Results (PNG)", file_count="multiple", elem_id="downloads"
+                )
         button.click(
             press,
             [files, name, ckpt_box, weights_box, caption, steps, guidance, seed],
