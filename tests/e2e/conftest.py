@@ -58,15 +58,16 @@ def browser():
 
 
 def start_app(args: list[str], log: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
-    """``chromalab app ARGS`` on a free port of 127.0.0.1; returns the process and its URL once
-    the page answers (the process's output goes to ``log``)."""
+    """``chromalab app ARGS`` on a free port of 127.0.0.1, run from the repository's root (relative
+    paths in ``args`` are the repository's); returns the process and its URL once the page
+    answers (the process's output goes to ``log``)."""
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                PYTHONUNBUFFERED="1")  # fmt: skip
     command = [sys.executable, "-m", "chromalab.cli", "app", "--host", "127.0.0.1",
                "--port", str(port), "--device", "cpu", *args]  # fmt: skip
     handle = log.open("w")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

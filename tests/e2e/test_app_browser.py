@@ -13,7 +13,7 @@ from PIL import Image
 from chromalab.data import CapShapes
 from chromalab.io import save_image
 from film_color.evaluate import PUBLISHED
-from tests.e2e.conftest import start_app
+from tests.e2e.conftest import ROOT, start_app
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,8 @@ def _chroma(image: Image.Image) -> float:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     log = tmp_path_factory.mktemp("app") / "app.log"
-    process, url = start_app(["--model", "film_color", "--weights", str(PUBLISHED)], log)
+    weights = PUBLISHED.relative_to(ROOT).as_posix()  # as a user types it
+    process, url = start_app(["--model", "film_color", "--weights", weights], log)
     yield url
     process.terminate()
     process.wait(timeout=30)
