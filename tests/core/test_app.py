@@ -85,6 +85,8 @@ def test_sampling_options_reach_a_colorizer_that_has_them(tmp_path):
     run_colorize(cache, [photo], "lcad", None, None, None,
                  {"steps": 7.0, "guidance": 2, "seed": 3, "other": 1})  # fmt: skip
     assert (cache.model.steps, cache.model.guidance, cache.model.seed) == (7, 2.0, 3)
+    _, _, status = run_colorize(cache, [photo], "lcad", None, None, None, {"seed": 4})
+    assert "with lcad (seed 4) in" in status
     assert isinstance(cache.model.steps, int) and isinstance(cache.model.guidance, float)
 
 

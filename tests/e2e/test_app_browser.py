@@ -130,3 +130,56 @@ def test_a_broken_upload_shows_an_error_and_the_app_keeps_serving(page, tmp_path
     page.locator("#run").click()
     page.wait_for_function(FINISHED, arg="Colorized 1 photo (next.png)")
     assert "broken" not in page.locator("#status").inner_text()
+
+
+@pytest.fixture(scope="module")
+def lcad_app(tmp_path_factory):
+    """The app on a tiny L-CAD (its three stages fitted for 2 steps each)."""
+    import sys
+
+    from tests.lcad.test_cli import _fit_stages
+
+    root = tmp_path_factory.mktemp("lcad")
+    argv, sys.argv = sys.argv, ["lcad"]
+    try:
+        stages = _fit_stages(root)
+    finally:
+        sys.argv = argv
+    process, url = start_app(["--model", "lcad", "--ckpt", str(stages["diffusion"])],
+                             root / "app.log")  # fmt: skip
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _download(page, index: int = 0) -> bytes:
+    response = page.request.get(page.locator("#downloads a[href]").nth(index).get_attribute("href"))
+    assert response.ok
+    return response.body()
+
+
+def test_lcad_samples_with_the_pages_options_and_shows_its_attention(browser, lcad_app, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(lcad_app)
+    page.locator("#run").wait_for()
+    scene = CapShapes(length=1, size=64, seed=2)[0]
+    photo = save_image(scene["rgb"], tmp_path / "street.png")
+    caption = "a red circle and a blue square"
+    page.get_by_text("Sampling (lcad)").click()
+    page.locator("#steps input[type=number]").fill("3")
+    page.locator("#seed input").fill("1")
+    _colorize(page, [photo], "with lcad (steps 3, guidance 5.0, seed 1)", caption)
+    html = page.locator("#gallery").inner_html()
+    for label in ("street: input", "street: result", "street: red", "street: blue"):
+        assert label in html
+    first = _download(page)
+    page.wait_for_function(SHOWN, arg=4)
+    page.screenshot(path=str(tmp_path / "app-lcad.png"), full_page=True)
+    # another seed gives another picture, the first seed again the first picture
+    for seed, same in ((2, False), (1, True)):
+        page.locator("#seed input").fill(str(seed))
+        page.locator("#run").click()
+        page.wait_for_function(FINISHED, arg=f"seed {seed})")
+        assert (_download(page) == first) is same, seed
+    page.close()

@@ -111,9 +111,11 @@ def run_colorize(
     if not model:
         raise ValueError("choose a model")
     colorizer = cache.get(model, ckpt, weights)
+    used = []
     for name, value in (sampling or {}).items():
         if value is not None and name in SAMPLING_OPTIONS and hasattr(colorizer, name):
             setattr(colorizer, name, type(getattr(colorizer, name))(value))
+            used.append(f"{name} {getattr(colorizer, name)}")
     text = clean_caption(caption, required=colorizer.uses_captions)
     good, names, problems = [], [], []
     for path in files:
@@ -144,9 +146,9 @@ def run_colorize(
             written.append(str(target))
         plural = "s" if len(good) > 1 else ""
         listed = ", ".join(names)
-        status.insert(
-            0, f"Colorized {len(good)} photo{plural} ({listed}) with {model} in {seconds:.1f} s."
-        )
+        options = f" ({', '.join(used)})" if used else ""
+        status.insert(0, f"Colorized {len(good)} photo{plural} ({listed}) with {model}{options} "
+                         f"in {seconds:.1f} s.")  # fmt: skip
     return gallery, written, "\n\n".join(status)
 
 
@@ -161,12 +163,17 @@ def build_app(
     fields; ``options`` (``text_encoder``, ``sam``, ``scheduler``, ...) go to every model
     loaded."""
     gr = _require_gradio()
-    cache = ColorizerCache(device, **options)
+    # progress: models with long work (lcad's sampling steps) show tqdm bars, which the page
+    # mirrors (track_tqdm)
+    cache = ColorizerCache(device, progress=True, **options)
     models = available_models()
     if model is not None and model not in models:
         raise ValueError(f"unknown model {model!r}; installed models: {', '.join(models)}")
 
-    def press(files, name, ckpt_path, weights_path, caption, steps, guidance, seed):
+    def press(
+        files, name, ckpt_path, weights_path, caption, steps, guidance, seed,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 (gradio's idiom)
+    ):  # fmt: skip
         paths = [f if isinstance(f, str) else f.name for f in (files or [])]
         sampling = {"steps": steps, "guidance": guidance, "seed": seed}
         try:
@@ -198,9 +205,9 @@ def build_app(
                 caption = gr.Textbox(label="Caption (language models)", elem_id="caption",
                                      placeholder="a red car in front of a white house")  # fmt: skip
                 with gr.Accordion("Sampling (lcad)", open=False):
-                    steps = gr.Slider(1, 200, value=50, step=1, label="Steps")
-                    guidance = gr.Number(5.0, label="Guidance scale")
-                    seed = gr.Number(0, precision=0, label="Seed")
+                    steps = gr.Slider(1, 200, value=50, step=1, label="Steps", elem_id="steps")
+                    guidance = gr.Number(5.0, label="Guidance scale", elem_id="guidance")
+                    seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 button = gr.Button("Colorize", variant="primary", elem_id="run")
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
