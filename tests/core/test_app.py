@@ -41,9 +41,9 @@ def test_a_press_gives_input_result_and_film_maps(cache, tmp_path):
     assert np.ptp(saved, axis=-1).mean() > 20  # the result is coloured
     # the same model object serves the next press; another caption gives other colours
     model = cache.model
-    _, again, _ = run_colorize(cache, [str(photo)], "film_color", "", str(PUBLISHED),
+    _, again, _ = run_colorize(cache, [str(photo)], "film_color", " ", f" {PUBLISHED} ",
                                "the background is red", out_dir=tmp_path / "again")  # fmt: skip
-    assert cache.model is model
+    assert cache.model is model  # the same paths, typed with spaces around them
     assert not np.array_equal(np.asarray(Image.open(again[0])), saved.astype(np.uint8))
 
 

@@ -62,16 +62,17 @@ class ColorizerCache:
         self.model: Any = None
 
     def get(self, name: str, ckpt: str | None, weights: str | None) -> Any:
-        key = (name, ckpt or None, weights or None)
+        ckpt, weights = (str(Path(p.strip()).expanduser()) if p and p.strip() else None
+                         for p in (ckpt, weights))  # fmt: skip
+        key = (name, ckpt, weights)
         if key != self.key:
             self.model, self.key = None, None
             for label, path in (("checkpoint", ckpt), ("weights", weights)):
-                if path and not Path(path).expanduser().exists():
+                if path and not Path(path).exists():
                     raise FileNotFoundError(f"no {label} at {path}")
             self.model = load_colorizer(
-                name, ckpt=ckpt or None, weights=weights or None, device=self.device,
-                **self.options,
-            )  # fmt: skip
+                name, ckpt=ckpt, weights=weights, device=self.device, **self.options
+            )
             self.key = key
         return self.model
 
