@@ -76,8 +76,19 @@ def _colorize(page, files, expect: str, caption: str) -> str:
     """Upload ``files``, press Colorize, wait for a status that contains ``expect``."""
     _upload(page, files, caption)
     page.locator("#run").click()
-    page.wait_for_function(FINISHED, arg=expect)
+    _wait_for_status(page, expect)
     return page.locator("#status").inner_text()
+
+
+def _wait_for_status(page, expect: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # optional: [e2e] extra
+
+    try:
+        page.wait_for_function(FINISHED, arg=expect)
+    except PlaywrightTimeout as err:  # say what the page showed instead
+        raise AssertionError(
+            f"waited for {expect!r}; the status reads {page.locator('#status').inner_text()!r}"
+        ) from err
 
 
 def test_photos_with_a_caption_come_back_coloured(page, tmp_path):
@@ -128,7 +139,7 @@ def test_a_broken_upload_shows_an_error_and_the_app_keeps_serving(page, tmp_path
     # the same page colorizes the next request
     page.locator("#caption textarea").fill(scene["caption"])
     page.locator("#run").click()
-    page.wait_for_function(FINISHED, arg="Colorized 1 photo (next.png)")
+    _wait_for_status(page, "Colorized 1 photo (next.png)")
     assert "broken" not in page.locator("#status").inner_text()
 
 
@@ -152,6 +163,21 @@ def lcad_app(tmp_path_factory):
     process.wait(timeout=30)
 
 
+def _set_number(page, selector: str, value: int) -> None:
+    """Type ``value`` into a number box and leave it (gradio takes the value on change). A box
+    in an accordion that has just opened may still be set to its initial value after the first
+    typing, so it is typed again until it holds ``value``."""
+    box = page.locator(selector)
+    box.wait_for(state="visible")
+    for _ in range(10):
+        box.fill(str(value))
+        box.press("Tab")
+        page.wait_for_timeout(300)
+        if box.input_value() == str(value):
+            return
+    raise AssertionError(f"{selector} holds {box.input_value()!r}, not {value}")
+
+
 def _download(page, index: int = 0) -> bytes:
     response = page.request.get(page.locator("#downloads a[href]").nth(index).get_attribute("href"))
     assert response.ok
@@ -167,8 +193,8 @@ def test_lcad_samples_with_the_pages_options_and_shows_its_attention(browser, lc
     photo = save_image(scene["rgb"], tmp_path / "street.png")
     caption = "a red circle and a blue square"
     page.get_by_text("Sampling (lcad)").click()
-    page.locator("#steps input[type=number]").fill("3")
-    page.locator("#seed input").fill("1")
+    _set_number(page, "#steps input[type=number]", 3)
+    _set_number(page, "#seed input", 1)
     _colorize(page, [photo], "with lcad (steps 3, guidance 5.0, seed 1)", caption)
     html = page.locator("#gallery").inner_html()
     for label in ("street: input", "street: result", "street: red", "street: blue"):
@@ -178,8 +204,8 @@ def test_lcad_samples_with_the_pages_options_and_shows_its_attention(browser, lc
     page.screenshot(path=str(tmp_path / "app-lcad.png"), full_page=True)
     # another seed gives another picture, the first seed again the first picture
     for seed, same in ((2, False), (1, True)):
-        page.locator("#seed input").fill(str(seed))
+        _set_number(page, "#seed input", seed)
         page.locator("#run").click()
-        page.wait_for_function(FINISHED, arg=f"seed {seed})")
+        _wait_for_status(page, f"seed {seed})")
         assert (_download(page) == first) is same, seed
     page.close()
