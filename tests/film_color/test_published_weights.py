@@ -103,3 +103,11 @@ def test_manipulation_accuracy_is_the_same_for_any_batch_size_and_rank_split(mon
     for split in (batches_of_20, ranks):
         correct, total = _manipulation_state(module, dataset, split)
         assert torch.equal(correct, whole[0]) and torch.equal(total, whole[1])
+
+
+def test_the_demo_shows_the_published_folder(tmp_path):
+    from film_color.demo import main as demo
+
+    demo(["--out", str(tmp_path), "--steps", "0", "--scenes", "8"])
+    section = (tmp_path / "sections" / "020-film_color.html").read_text()
+    assert "The published model" in section and "70000 training steps" in section

@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     published = None
-    if Path(args.published).is_file():
+    if Path(args.published).exists():  # a weights folder or a checkpoint file
         print(f"== film_color: the published model {args.published} on {args.scenes} scenes")
         published = (Path(args.published), evaluate(args.published, args.scenes, progress=True))
         print(f"manipulation accuracy {published[1]['manipulation_accuracy']:.4f}")
