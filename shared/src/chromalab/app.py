@@ -31,7 +31,7 @@ import torch
 
 from chromalab.color import rgb_to_lab
 from chromalab.inference import clean_caption, colorize
-from chromalab.io import ImageLoadError, load_image, recombine
+from chromalab.io import ImageLoadError, load_image, recombine, save_image, to_pil
 from chromalab.models import Explainer, available_models, load_colorizer, resolve_device
 
 __all__ = ["SAMPLING_OPTIONS", "ColorizerCache", "build_app", "main", "run_colorize"]
@@ -80,13 +80,6 @@ class ColorizerCache:
 def _grey(rgb: torch.Tensor) -> torch.Tensor:
     l = rgb_to_lab(rgb[None])[0, :1]
     return recombine(l, torch.zeros(2, 1, 1))
-
-
-def _pil(rgb: torch.Tensor):
-    from PIL import Image
-
-    array = (rgb.clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-    return Image.fromarray(array)
 
 
 def run_colorize(
@@ -140,11 +133,9 @@ def run_colorize(
         for name, rgb, result in zip(names, good, results, strict=True):
             image, maps = result if explains else (result, {})
             stem = Path(name).stem
-            gallery += [(_pil(_grey(rgb)), f"{stem}: input"), (_pil(image), f"{stem}: result")]
-            gallery += [(_pil(m), f"{stem}: {label}") for label, m in maps.items()]
-            target = out / f"{stem}_colorized.png"
-            _pil(image).save(target)
-            written.append(str(target))
+            gallery += [(to_pil(_grey(rgb)), f"{stem}: input"), (to_pil(image), f"{stem}: result")]
+            gallery += [(to_pil(m), f"{stem}: {label}") for label, m in maps.items()]
+            written.append(str(save_image(image, out / f"{stem}_colorized.png")))
         plural = "s" if len(good) > 1 else ""
         listed = ", ".join(names)
         options = f" ({', '.join(used)})" if used else ""

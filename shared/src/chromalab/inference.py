@@ -34,6 +34,7 @@ from chromalab.io import (
     load_image,
     recombine,
     save_image,
+    to_pil,
 )
 from chromalab.text import find_color_words
 
@@ -335,7 +336,6 @@ def colorize(
         from chromalab import colorize
         out = colorize("photo.jpg", model="lcoins", ckpt="lcoins.ckpt", caption="a red bus")
     """
-    import numpy as np
     from PIL import Image
 
     from chromalab.models import Explainer, load_colorizer, resolve_device
@@ -381,9 +381,7 @@ def colorize(
         out += [_join(l, pred, size) for l, pred in zip(ls, ab, strict=True)]
 
     def convert(rgb: Tensor) -> Any:
-        if output == "pt":
-            return rgb
-        return Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        return rgb if output == "pt" else to_pil(rgb)
 
     out = [convert(rgb) for rgb in out]
     if explain:

@@ -43,6 +43,7 @@ __all__ = [
     "load_images",
     "recombine",
     "save_image",
+    "to_pil",
 ]
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,15 @@ def from_pil(image: Image.Image) -> Tensor:
     upright = ImageOps.exif_transpose(image)
     rgb = _to_float_rgb(upright, image.format, None, "<PIL image>")
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """A float image ``(3, H, W)`` (RGB) or ``(1, H, W)`` (greyscale) as an 8-bit PIL image:
+    values clamped to ``[0, 1]`` and rounded (``round(255 * x)``), as :func:`save_image`
+    writes them; the inverse of :func:`from_pil`."""
+    values = image.detach().to("cpu", torch.float32)
+    array = (values.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
@@ -386,13 +396,10 @@ def save_image(image: Tensor, path: str | os.PathLike[str], *, quality: int = 95
             f"cannot choose an image format for {os.fspath(path)!r}: suffix {suffix!r} is not "
             f"one of {sorted(_SAVE_FORMATS)}"
         )
-    values = image.detach().to("cpu", torch.float32)
-    if not torch.isfinite(values).all():
-        bad = int((~torch.isfinite(values)).sum())
+    if not torch.isfinite(image).all():
+        bad = int((~torch.isfinite(image)).sum())
         raise ValueError(f"image has {bad} NaN or infinite values; refusing to write {path}")
-    pixels = (values.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    array = pixels.permute(1, 2, 0).numpy()
-    pil_image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    pil_image = to_pil(image)
     destination.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": quality} if _SAVE_FORMATS[suffix] in {"JPEG", "WEBP"} else {}
     pil_image.save(destination, format=_SAVE_FORMATS[suffix], **options)

@@ -33,6 +33,7 @@ __all__ = [
     "Colorizer",
     "Explainer",
     "available_models",
+    "batch_captions",
     "load_colorizer",
 ]
 
@@ -72,6 +73,18 @@ class Explainer(Protocol):
         and per image ``{label: rgb}``: colour maps ``(3, h, w)`` in ``[0, 1]`` of the square
         input (any ``h = w``), which the caller crops to the image and lays over its grey."""
         ...
+
+
+def batch_captions(captions: list[str] | None, batch: int, model: str) -> list[str]:
+    """The captions of a language model's batch of ``batch`` images: one per image, or one
+    given for all.
+
+    Raises:
+        ValueError: no caption (the message names ``model``).
+    """
+    if not captions:
+        raise ValueError(f"model {model} colorizes from a caption: pass --caption")
+    return list(captions) * batch if len(captions) == 1 else list(captions)
 
 
 def _entry_points() -> dict[str, EntryPoint]:

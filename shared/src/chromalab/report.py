@@ -18,7 +18,7 @@ import torch
 import torchvision.utils
 from torch import Tensor
 
-__all__ = ["Report", "heatmap", "image_grid", "metrics_table"]
+__all__ = ["Report", "heatmap", "image_grid", "metrics_table", "unit_range"]
 
 # Colour ramp of the heatmaps: dark blue, blue, cyan, yellow, red (positions 0, .25, .5, .75, 1).
 _RAMP = torch.tensor(
@@ -35,6 +35,14 @@ img { image-rendering: pixelated; max-width: 100%; border: 1px solid #ddd; }
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 code { background: #f4f4f4; padding: 1px 4px; }
 """
+
+
+def unit_range(maps: Tensor) -> Tensor:
+    """Each map (the last two dimensions) scaled to ``[0, 1]``: its minimum to 0, its maximum
+    to 1; a constant map gives zeros."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    return torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), 0.0)
 
 
 def heatmap(maps: Tensor) -> Tensor:

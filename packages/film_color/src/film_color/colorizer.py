@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from chromalab.models import resolve_device
+from chromalab.models import batch_captions, resolve_device
 
 __all__ = ["DEFAULT_INPUT_SIZE", "FilmColorizer", "load_colorizer"]
 
@@ -34,15 +34,10 @@ class FilmColorizer:
         self.uses_captions = bool(module.uses_captions)
 
     def _captions(self, l: Tensor, captions: list[str] | None) -> list[str] | None:
-        if self.uses_captions:
-            if not captions:
-                raise ValueError(
-                    f"model film_color ({self.module.hparams.conditioning}) colorizes from a "
-                    "caption: pass --caption"
-                )
-            if len(captions) == 1:
-                captions = captions * l.shape[0]
-        return captions
+        if not self.uses_captions:
+            return captions
+        name = f"film_color ({self.module.hparams.conditioning})"
+        return batch_captions(captions, l.shape[0], name)
 
     @torch.inference_mode()
     def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:

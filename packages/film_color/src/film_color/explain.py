@@ -22,7 +22,7 @@ from torch import Tensor
 
 from chromalab.color import rgb_to_lab
 from chromalab.io import recombine, save_image
-from chromalab.report import heatmap
+from chromalab.report import heatmap, unit_range
 
 __all__ = ["EXPLAIN_BLOCKS", "activation_maps", "explain_images", "heatmap", "overlay"]
 
@@ -54,9 +54,7 @@ def activation_maps(
     out = {}
     for block in blocks:
         mean = features[block - 1][:, : channels[block - 1]].float().mean(dim=1)
-        low = mean.amin(dim=(1, 2), keepdim=True)
-        span = mean.amax(dim=(1, 2), keepdim=True) - low
-        out[block] = torch.where(span > 0, (mean - low) / span.clamp(min=1e-12), 0.0)
+        out[block] = unit_range(mean)
     return out
 
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from chromalab.color import rgb_to_l_ab
 from chromalab.io import iter_image_files
-from chromalab.models import resolve_device
+from chromalab.models import batch_captions, resolve_device
 from lcad.pipeline import SCHEDULERS
 
 __all__ = ["LCADColorizer", "load_colorizer", "parse_prompts", "read_masks"]
@@ -122,11 +122,8 @@ class LCADColorizer:
         ``source``, ``full_size``: each image's file and size, for its masks and prompts; the
         image fills the top-left corner of the square ``l``, longer side first
         (:func:`chromalab.inference.canvas_region`)."""
-        if not captions:
-            raise ValueError("model lcad colorizes from a caption: pass --caption")
         b, size = l.shape[0], l.shape[-1]
-        if len(captions) == 1:
-            captions = captions * b
+        captions = batch_captions(captions, b, "lcad")
         sizes = list(full_size) if full_size is not None else [tuple(l.shape[-2:])] * b
         options: dict[str, Any] = dict(self.edit)
         if self.masks_dir:
@@ -171,10 +168,7 @@ class LCADColorizer:
         cross-attention summed over layers and steps, as a heatmap per word."""
         from chromalab.report import heatmap
 
-        if not captions:
-            raise ValueError("model lcad colorizes from a caption: pass --caption")
-        if len(captions) == 1:
-            captions = captions * l.shape[0]
+        captions = batch_captions(captions, l.shape[0], "lcad")
         out = self._sample(l, captions, attention_maps=True)
         maps = [{word: heatmap(m[None])[0] for word, m in per.items()} for per in out.attention]
         return out.images, maps

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from chromalab.color import L_SCALE, rgb_to_l_ab
 from chromalab.io import from_pil, recombine
+from chromalab.report import unit_range
 from chromalab.text import find_color_words
 from lcad.attention import AttentionEdit, attention_edit, install_editable_attention
 from lcad.cec import LuminanceUNet
@@ -492,10 +493,7 @@ def _normalised_maps(edit: AttentionEdit | None, words, b: int) -> list[dict[str
     """Each colour word's summed attention ``(h, w)`` of the latent, scaled to ``[0, 1]``."""
     if edit is None or edit.observed is None:
         return [{} for _ in range(b)]
-    maps = edit.observed.float().cpu()
-    low = maps.amin(dim=(2, 3), keepdim=True)
-    span = maps.amax(dim=(2, 3), keepdim=True) - low
-    maps = torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), 0.0)
+    maps = unit_range(edit.observed.float().cpu())
     out = []
     for i, names in enumerate(words):
         labels = [w if names.count(w) == 1 else f"{w} ({names[: j + 1].count(w)})"

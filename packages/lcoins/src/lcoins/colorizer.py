@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from chromalab.models import resolve_device
+from chromalab.models import batch_captions, resolve_device
 
 __all__ = ["LCoInsColorizer", "load_colorizer"]
 
@@ -33,10 +33,7 @@ class LCoInsColorizer:
     @torch.inference_mode()
     def colorize(self, l: Tensor, captions: list[str] | None = None) -> Tensor:
         """ab ``(B, 2, S, S)`` for ``l`` ``(B, 1, S, S)``; one caption is used for all."""
-        if not captions:
-            raise ValueError("model lcoins colorizes from a caption: pass --caption")
-        if len(captions) == 1:
-            captions = captions * l.shape[0]
+        captions = batch_captions(captions, l.shape[0], "lcoins")
         return self.module.colorize(l.to(self.module.device), captions)
 
     @torch.inference_mode()
@@ -48,10 +45,7 @@ class LCoInsColorizer:
         (the W/o GE ablation)."""
         from lcoins.explain import group_colors, group_maps
 
-        if not captions:
-            raise ValueError("model lcoins colorizes from a caption: pass --caption")
-        if len(captions) == 1:
-            captions = captions * l.shape[0]
+        captions = batch_captions(captions, l.shape[0], "lcoins")
         ab = self.colorize(l, captions)
         if not self.module.network.num_groups:
             return ab, [{} for _ in range(l.shape[0])]
