@@ -9,8 +9,9 @@ Nothing in these files is executed: JSON and safetensors only, no pickle. Loadin
 missing or unexpected tensors, a missing file or an unreadable safetensors file are errors that
 name them. State that is not a tensor nor a constructor argument (film_color's caption
 vocabulary) is what the module's ``on_save_checkpoint`` writes, kept as JSON in
-``chromalab_state.json`` and given back to its ``on_load_checkpoint``. A loaded module counts as
-restored: a later ``fit`` does not reload its pretrained parts or ``init_from`` over it.
+``chromalab_state.json`` and given back to its ``on_load_checkpoint``. A loaded module is marked
+restored (:meth:`chromalab.tasks.ColorizationTask.mark_restored`): a later ``fit`` does not reload
+its pretrained parts or ``init_from`` over it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class HubMixin(
     tags=["colorization", "chromalab"],
     repo_url="https://github.com/chromalab/chromalab",
 ):
-    """``save_pretrained`` / ``from_pretrained`` for a chromalab ``LightningModule``."""
+    """``save_pretrained`` / ``from_pretrained`` for a chromalab task
+    (:class:`chromalab.tasks.ColorizationTask`, which has ``mark_restored``)."""
 
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)
@@ -92,7 +94,7 @@ class HubMixin(
             load_model(model, str(weights), strict=strict, device=str(map_location))
         except SafetensorError as err:
             raise ValueError(f"{weights}: not a readable safetensors file ({err})") from err
-        model._restored = True
+        model.mark_restored()
         return model.eval()
 
 

@@ -128,8 +128,8 @@ class RandomStates(Callback):
 
     Lightning checkpoints weights, optimizer and loops, but not these generators, so whatever
     draws from them in training (dropout above all) draws other numbers after ``--ckpt_path
-    last`` than the uninterrupted run would have: measured on the tiny ``lcoins`` run, whose
-    text encoder has dropout, a resumed run ended 9e-3 away from the uninterrupted one's
+    last`` than the uninterrupted run would have: measured on a tiny run of a model whose text
+    encoder has dropout, a resumed run ended 9e-3 away from the uninterrupted one's
     weights, and exactly on them with this callback. Ranks draw different amounts (a batch's
     captions are padded to its longest, so dropout masks differ in size from rank to rank), so
     the states of all ranks are gathered when a checkpoint is written (every rank writes it

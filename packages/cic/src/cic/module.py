@@ -19,18 +19,17 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from chromalab.bins import ABBins, soft_cross_entropy
 from chromalab.color import lab_to_rgb
-from chromalab.hub import HubMixin
 from chromalab.io import recombine
 from chromalab.metrics import AuCCMF, Colorfulness
 from chromalab.modules import ClassRebalancing, StagedEvaluation, adam_step_decay
 from chromalab.rebalance import pixel_weights
+from chromalab.tasks import ColorizationTask
 from cic.networks import CICNetwork
 
 __all__ = ["CICModule", "subsample_targets"]
@@ -46,7 +45,7 @@ def subsample_targets(ab: Tensor, factor: int) -> Tensor:
     return ab[:, :, offset::factor, offset::factor]
 
 
-class CICModule(ClassRebalancing, StagedEvaluation, pl.LightningModule, HubMixin):
+class CICModule(ClassRebalancing, StagedEvaluation, ColorizationTask):
     """Colorful Image Colorization as a LightningModule.
 
     Args:
@@ -94,27 +93,30 @@ class CICModule(ClassRebalancing, StagedEvaluation, pl.LightningModule, HubMixin
         lr_gamma: float = 0.1,
         channels_last: bool = True,
     ):
-        super().__init__()
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        self.save_hyperparameters()
-        if bins == "gamut":
-            self.bins = ABBins.gamut()
-        elif bins == "grid":
-            self.bins = ABBins.grid(25, 10.0)
-        elif bins == "released":
-            # placeholder centres: filled from init_from or from a checkpoint
-            self.bins = ABBins(torch.zeros(_RELEASED_CLASSES, 2))
-        else:
+        if bins not in ("gamut", "grid", "released"):
             raise ValueError(f"bins must be 'gamut', 'grid' or 'released', got {bins!r}")
-        self.network = CICNetwork(self.bins.num_bins, width, deep_supervision)
-        if channels_last:
+        super().__init__()
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        if hp.bins == "gamut":
+            self.bins = ABBins.gamut()
+        elif hp.bins == "grid":
+            self.bins = ABBins.grid(25, 10.0)
+        else:  # placeholder centres of the release: filled from init_from or from a checkpoint
+            self.bins = ABBins(torch.zeros(_RELEASED_CLASSES, 2))
+        self.network = CICNetwork(self.bins.num_bins, hp.width, hp.deep_supervision)
+        if hp.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
         self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
-        self.register_buffer("weights_ready", torch.tensor(lam == 1.0))
-        self.register_buffer("bins_ready", torch.tensor(bins != "released"))
+        self.register_buffer("weights_ready", torch.tensor(hp.lam == 1.0))
+        self.register_buffer("bins_ready", torch.tensor(hp.bins != "released"))
+
+    def configure_metrics(self) -> None:
         # evaluation metrics are model-independent: AuC CMF classes are always the gamut bins
         self.val_cmf = AuCCMF()
         self.val_colorfulness = Colorfulness()
@@ -142,9 +144,9 @@ class CICModule(ClassRebalancing, StagedEvaluation, pl.LightningModule, HubMixin
             )
 
     # ------------------------------------------------------------------------- setup
-    def setup(self, stage: str) -> None:
-        # weights from from_pretrained are kept (a checkpoint's are restored after setup)
-        if stage == "fit" and self.hparams.init_from and not getattr(self, "_restored", False):
+    def load_initial_weights(self) -> None:
+        # a checkpoint given to fit (--ckpt_path) is restored after this, over it
+        if self.hparams.init_from:
             self._initialise_from(Path(self.hparams.init_from))
 
     def _initialise_from(self, path: Path) -> None:

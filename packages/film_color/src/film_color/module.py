@@ -39,14 +39,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from chromalab.bins import ABBins
-from chromalab.hub import HubMixin
 from chromalab.io import recombine
 from chromalab.metrics import ABAccuracy
 from chromalab.modules import (
@@ -56,6 +54,7 @@ from chromalab.modules import (
     adam_step_decay,
 )
 from chromalab.rebalance import pixel_weights
+from chromalab.tasks import ColorizationTask
 from cic.networks import OUTPUT_STRIDE, InputNormalization
 from film_color.language import Vocabulary
 from film_color.networks import GRID_SIZE, GRID_STEP, Conditioning, FilmColorNetwork
@@ -119,9 +118,7 @@ def training_captions(dataset: Any, limit: int) -> Iterator[str]:
         yield item["caption"]
 
 
-class FilmColorModule(
-    ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, pl.LightningModule, HubMixin
-):
+class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, ColorizationTask):
     """Language-conditioned colorization (FCNN / CONCAT / FILM) as a LightningModule.
 
     Args:
@@ -206,7 +203,6 @@ class FilmColorModule(
         channels_last: bool = True,
         named_object_weight: float = 0.0,
     ):
-        super().__init__()
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if temperature < 0:
@@ -220,29 +216,33 @@ class FilmColorModule(
                 f"vocab_scan and max_caption_length must be >= 1, got {vocab_scan}, "
                 f"{max_caption_length}"
             )
-        self.save_hyperparameters()
+        super().__init__()
+
+    def configure_models(self) -> None:
+        hp = self.hparams
         self.bins = ABBins.grid(GRID_SIZE, GRID_STEP)
         self.network = FilmColorNetwork(
-            conditioning=conditioning,
-            width=width,
-            embedding_dim=embedding_dim,
-            hidden_size=hidden_size,
-            relative_maps=relative_maps,
-            input_normalization=input_normalization,
+            conditioning=hp.conditioning,
+            width=hp.width,
+            embedding_dim=hp.embedding_dim,
+            hidden_size=hp.hidden_size,
+            relative_maps=hp.relative_maps,
+            input_normalization=hp.input_normalization,
             num_classes=self.bins.num_bins,
         )
-        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
         self.network.fcnn.to(memory_format=self._memory_format)
+        self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
+        self.register_buffer("weights_ready", torch.tensor(hp.lam == 1.0))
+        #: the caption vocabulary (built by ``fit`` from the training captions, checkpointed)
         self.vocabulary: Vocabulary | None = None
         #: side of the square images the model was trained on (set by ``fit``, checkpointed)
         self.input_size: int | None = None
         #: optimizer steps of the checkpoints this model continued through ``init_from``
         #: (checkpointed; :attr:`total_steps` adds this run's)
         self.steps_before = 0
-        # set once weights come from a checkpoint: init_from must not overwrite them
-        self._restored = False
-        self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
-        self.register_buffer("weights_ready", torch.tensor(lam == 1.0))
+
+    def configure_metrics(self) -> None:
         self.metrics = torch.nn.ModuleDict(
             {f"{stage}_accuracy": ABAccuracy(self.bins, (1, 5)) for stage in ("val", "test")}
             | self.scene_metrics()
@@ -310,10 +310,13 @@ class FilmColorModule(
             source = getattr(datamodule, "source", None)
             size = getattr(datamodule, "capshapes_size" if source == "capshapes" else "image_size")
             self.input_size = int(size) if size is not None else None
-        if self.hparams.init_from and not self._restored:
-            self._initialise_from(Path(self.hparams.init_from))
+        super().setup(stage)  # init_from (load_initial_weights), unless restored
         if self.uses_captions and self.vocabulary is None:
             self.set_vocabulary(self._build_vocabulary(datamodule))
+
+    def load_initial_weights(self) -> None:
+        if self.hparams.init_from:
+            self._initialise_from(Path(self.hparams.init_from))
 
     def _initialise_from(self, path: Path) -> None:
         """``init_from``: a checkpoint of this conditioning whole, else the CIC layers (§3.1)."""
@@ -372,6 +375,7 @@ class FilmColorModule(
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # marks the weights restored
         extras = checkpoint.get(CHECKPOINT_KEY, {})
         tokens = extras.get("vocabulary")
         if tokens is not None:
@@ -383,7 +387,6 @@ class FilmColorModule(
             )
         self.input_size = extras.get("input_size")
         self.steps_before = int(extras.get("steps_before") or 0)
-        self._restored = True
 
     @property
     def total_steps(self) -> int:

@@ -8,8 +8,8 @@ jsonargparse) validates them:
   the CPU-minutes dataset; needs no path;
 * ``folder`` — photographs in a folder tree, ImageNet layout
   (:class:`~chromalab.data.folders.ImageFolderDataset`);
-* ``captions`` — photographs with captions from a COCO / JSON-lines / L-CAD / L-CoIns file
-  (:class:`~chromalab.data.folders.CaptionedImageDataset`);
+* ``captions`` — photographs with captions from a COCO / JSON-lines / name-to-captions /
+  name-caption-pairs file (:class:`~chromalab.data.folders.CaptionedImageDataset`);
 * ``webdataset`` — tar shards streamed with ``webdataset``
   (:func:`~chromalab.data.shards.make_shard_dataset`).
 
@@ -198,7 +198,7 @@ class ResumableDataLoader(DataLoader):
         self.order = order
         self._epoch = order.epoch
         self._batches = 0
-        self._restored = False
+        self._resumed = False
         self._requested: int | None = None  # the trainer's epoch number of the last pass
 
     def _samples_per_batch(self) -> int:
@@ -209,14 +209,14 @@ class ResumableDataLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:
         requested = self.order.requested_epoch
         if self._requested is None:  # the first pass
-            if not self._restored:
+            if not self._resumed:
                 self._epoch = self.order.epoch
                 self._batches = self.order.start // self._samples_per_batch()
         elif requested != self._requested:  # the trainer began another epoch
             self._epoch, self._batches = max(0, self._epoch + requested - self._requested), 0
         else:
             self._batches = 0
-        self._requested, self._restored = requested, False
+        self._requested, self._resumed = requested, False
         self.order.place(self._epoch, self._batches * self._samples_per_batch())
         for batch in super().__iter__():
             self._batches += 1
@@ -232,7 +232,7 @@ class ResumableDataLoader(DataLoader):
         if batches >= len(self):  # the checkpoint closed its epoch
             epoch, batches = epoch + 1, 0
         self._epoch, self._batches = epoch, batches
-        self._restored, self._requested = True, None
+        self._resumed, self._requested = True, None
         self.order.place(epoch, batches * self._samples_per_batch())
 
 
@@ -283,7 +283,8 @@ class ColorizationDataModule(pl.LightningDataModule):
             ``val2014/`` apart from ``annotations/``); a split it leaves out uses the
             caption file's folder.
         caption_format: layout of the caption files: ``"auto"`` (detect), ``"coco"``,
-            ``"jsonl"``, ``"lcad"`` or ``"lcoins"``.
+            ``"jsonl"``, ``"name-to-captions"`` or ``"name-caption-pairs"``
+            (:data:`~chromalab.data.records.CaptionFormat`).
         image_size: side of the square training crops (photo sources).
         eval_image_size: side of the centre crops for validation/test/predict (default:
             ``image_size``).
