@@ -150,6 +150,33 @@ class TestGroupingLayer:
         for p in (layer.query.weight, layer.key.weight, layer.value.weight):
             assert p.grad is not None and p.grad.abs().sum() > 0
 
+    def test_an_empty_group_has_a_bounded_gradient_and_chosen_groups_exact_means(self):
+        torch.manual_seed(0)
+        layer = GroupingLayer(width=6)
+        images = torch.randn(1, 7, 6, requires_grad=True)
+        groups = torch.randn(1, 4, 6)
+        with torch.no_grad():  # group 3 far from every image token: nobody chooses it
+            layer.query.weight.copy_(torch.eye(6))
+            layer.key.weight.copy_(torch.eye(6))
+            groups[0, 3] = -10 * images[0].mean(0)
+        groups.requires_grad_(True)
+        merged, assignment = layer(images, groups)
+        counts = assignment.detach().sum(-1)[0]
+        assert counts[3] == 0 and counts.sum() == 7
+        # the empty group keeps its token; a chosen group adds the exact mean of its values
+        torch.testing.assert_close(merged[0, 3], groups[0, 3])
+        for i in range(3):
+            chosen = assignment.detach()[0, i] > 0.5
+            if chosen.any():
+                expected = groups[0, i] + layer.value(images[0, chosen]).mean(0)
+                torch.testing.assert_close(merged[0, i], expected, atol=1e-6, rtol=1e-5)
+        # the empty group's straight-through gradient is of the size of the values, not 1/eps
+        merged[0, 3].sum().backward()
+        values = layer.value(images[0]).detach()
+        bound = 10 * values.abs().sum() * (1 + images.detach().abs().max()) ** 2
+        for grad in (images.grad, layer.query.weight.grad, layer.key.weight.grad):
+            assert grad is not None and grad.abs().max() < bound
+
     def test_similarity_is_a_softmax_over_the_groups(self):
         layer = GroupingLayer(width=6)
         s = layer.similarity(torch.randn(2, 7, 6), torch.randn(2, 3, 6))

@@ -212,18 +212,21 @@ class GroupingLayer(nn.Module):
     paper cites for the hard assignment). Eq. 11 keeps each image token's most similar group,
     ``Â = onehot(argmax_i Ā) + Ā - sg(Ā)`` (straight-through: the forward value is one-hot, the
     gradient that of ``Ā``). Eq. 12 adds to each group the mean of ``W_v Z_img`` over its
-    image tokens: ``Z̄_grp,i = Z_grp,i + Σ_j Â_ij W_v Z_img,j / Σ_j Â_ij`` (a group with no
-    image token keeps its own token: its sums are 0, divided by ``eps``).
+    image tokens: ``Z̄_grp,i = Z_grp,i + Σ_j Â_ij W_v Z_img,j / max(Σ_j Â_ij, 1)``. A group
+    that no image token chose keeps its own token: its sum is 0 in value, and dividing it by 1
+    rather than by a small ``eps`` keeps its straight-through gradient ``W_v Z_img,j`` the size
+    of a chosen group's instead of ``1/eps`` times it (GroupViT, which the paper cites, and the
+    authors' release divide by ``Σ_j Â_ij + 1``, which also shrinks every non-empty mean;
+    ``max(·, 1)`` leaves them exact). The count's own gradient passes for non-empty groups.
     """
 
-    def __init__(self, width: int, eps: float = 1e-6) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
         self.norm_groups = nn.LayerNorm(width)
         self.norm_images = nn.LayerNorm(width)
         self.query = nn.Linear(width, width)
         self.key = nn.Linear(width, width)
         self.value = nn.Linear(width, width, bias=False)  # W_v
-        self.eps = eps
 
     def similarity(self, images: Tensor, groups: Tensor) -> Tensor:
         """``Ā`` ``(B, N_G, N_I)``: for each image token, a softmax over the groups."""
@@ -238,4 +241,5 @@ class GroupingLayer(nn.Module):
         hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).transpose(1, 2).to(soft.dtype)
         assignment = hard + soft - soft.detach()  # Eq. 11
         merged = assignment @ self.value(images)
-        return groups + merged / (assignment.sum(-1, keepdim=True) + self.eps), assignment  # Eq. 12
+        count = assignment.sum(-1, keepdim=True).clamp(min=1.0)  # 0 for empty groups: 1
+        return groups + merged / count, assignment  # Eq. 12
