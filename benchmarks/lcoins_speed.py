@@ -37,6 +37,7 @@ from lcoins.encoders import EMBEDDED_TEXT_ENCODER
 from lcoins.module import LCoInsModule
 
 #: The models measured, with their batch on this kind of machine.
+#: (network settings, image side, batch)
 MODELS: dict[str, tuple[dict, int, int]] = {
     "capshapes": (
         {
@@ -81,7 +82,7 @@ class Run:
 
     def __init__(self, settings: dict, precision: str, batch: dict, device: torch.device):
         torch.manual_seed(0)
-        self.module = LCoInsModule(**settings).to(device)
+        self.module = LCoInsModule(network=settings).to(device)
         self.precision, self.batch, self.device = precision, batch, device
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-5)

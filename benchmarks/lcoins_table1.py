@@ -54,9 +54,9 @@ CAPSHAPES = CONFIGS / "capshapes.yaml"
 #: row -> (run folder, the ablation's switches)
 ROWS: dict[str, tuple[str, list[str]]] = {
     "L-CoIns": ("full", []),
-    "W/o GE": ("wo-ge", ["--model.group_tokens", "false"]),
-    "W/o GA": ("wo-ga", ["--model.grouping_attention", "false"]),
-    "W/o LA": ("wo-la", ["--model.luminance_augmentation", "false"]),
+    "W/o GE": ("wo-ge", ["--model.network.group_tokens", "false"]),
+    "W/o GA": ("wo-ga", ["--model.network.grouping_attention", "false"]),
+    "W/o LA": ("wo-la", ["--model.augmentation", "null"]),
     "W/o CL": ("wo-cl", ["--model.beta", "0"]),
 }
 #: Table 1 of the paper, extended COCO-Stuff: PSNR, SSIM, LPIPS.
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         rows.append(row)
         print(row, flush=True)
-    size = int(yaml.safe_load(Path(CAPSHAPES).read_text())["model"]["image_size"])
+    size = int(yaml.safe_load(Path(CAPSHAPES).read_text())["model"]["network"]["image_size"])
     reference = no_colour_reference(args.scenes, size)
     rows.append({key: reference.get(key, "") for key in rows[0]})
     md = [

@@ -3,6 +3,10 @@ loaded from local files (never the network)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -15,13 +19,15 @@ from lcoins.encoders import (
     resolve_text_source,
 )
 from lcoins.module import LCoInsModule
+from lcoins.networks import LCoInsNetworkConfig
 from tests.lcoins.components import IMAGE_OPTIONS, TEXT_OPTIONS, tiny_network
 
 CAPTIONS = ["a red circle on the left and a blue square", "a green triangle"]
 
 
 def _tiny_module(**options) -> LCoInsModule:
-    settings = dict(
+    """A tiny module; ``options`` are network fields or module arguments."""
+    network = dict(
         image_encoder="vit_tiny_patch16_224",
         image_options=IMAGE_OPTIONS,
         image_size=32,
@@ -35,7 +41,9 @@ def _tiny_module(**options) -> LCoInsModule:
         groups=3,
         counter_dim=8,
     )
-    return LCoInsModule(**(settings | options))
+    fields = {f.name for f in dataclasses.fields(LCoInsNetworkConfig)}
+    network |= {k: v for k, v in options.items() if k in fields}
+    return LCoInsModule(network=network, **{k: v for k, v in options.items() if k not in fields})
 
 
 def _batch(size: int = 32) -> dict:
@@ -92,7 +100,9 @@ def test_every_trained_parameter_gets_a_gradient_and_frozen_ones_none(frozen):
     # the text encoder's pooler is not built; BERT's token-type embeddings beyond 0 are unused
     assert missing == [], missing
     trained = {
-        id(p) for group in module.configure_optimizers().param_groups for p in group["params"]
+        id(p)
+        for group in module.configure_optimizers()["optimizer"].param_groups
+        for p in group["params"]
     }
     assert (text <= trained) != frozen and not (frozen and text & trained)
 
@@ -154,7 +164,7 @@ def test_the_training_input_is_augmented_and_reproducible():
     a, b = module.training_input(batch, 0), module.training_input(batch, 0)
     assert torch.equal(a, b) and not torch.allclose(a, batch["l"], atol=1.0)
     assert not torch.equal(a, module.training_input(batch, 1))
-    plain = _tiny_module(luminance_augmentation=False)
+    plain = _tiny_module(augmentation=None)
     assert torch.equal(plain.training_input(batch, 0), batch["l"])
 
 
@@ -220,4 +230,32 @@ def test_the_embedded_text_encoder_is_the_real_pretrained_minilm(tmp_path):
 
 def test_text_options_need_a_text_encoder_from_scratch():
     with pytest.raises(ValueError, match="text_pretrained false"):
-        LCoInsModule(text_encoder=EMBEDDED_TEXT_ENCODER, text_options=TEXT_OPTIONS)
+        LCoInsModule(network={"text_encoder": EMBEDDED_TEXT_ENCODER, "text_options": TEXT_OPTIONS})
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_warms_up_then_holds_or_decays_to_zero(schedule):
+    module = _tiny_module(lr=1e-3, warmup_steps=4, lr_schedule=schedule)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=12)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # linear warm-up from 0: step k of 4 has k/4 of the rate
+    assert rates[:5] == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    if schedule == "constant":
+        assert rates[4:] == pytest.approx([1e-3] * 8)
+    else:  # half a cosine over the 8 steps after the warm-up: 1e-3 * (1 + cos(pi k / 8)) / 2
+        expected = [1e-3 * (1 + math.cos(math.pi * k / 8)) / 2 for k in range(8)]
+        assert rates[4:] == pytest.approx(expected)
+
+
+def test_a_cosine_schedule_needs_steps_after_the_warm_up():
+    module = _tiny_module(warmup_steps=10, lr_schedule="cosine")
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    with pytest.raises(ValueError, match="warmup_steps is 10"):
+        module.configure_optimizers()

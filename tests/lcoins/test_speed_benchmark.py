@@ -32,7 +32,7 @@ def test_both_precisions_are_measured_against_fp32(monkeypatch):
         rows = bench.measure("tiny", repeats=1, device=torch.device("cpu"))
         # the listed models build (no weights needed): the paper's is ViT-B/16 + BERT-base
         settings, size, _ = bench.MODELS["capshapes"]
-        assert bench.LCoInsModule(**settings).hparams.image_size == size
+        assert bench.LCoInsModule(network=settings).network_config.image_size == size
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]
     assert rows[0]["train speed-up"] == 1.0
     for row in rows:

@@ -21,6 +21,7 @@ replays the same draws). Everything is batched on the images' device, with no lo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -75,8 +76,12 @@ def luminance_augmentation(
     return (out.clamp(max=1.0) * L_SCALE).unsqueeze(1)
 
 
+@dataclass(frozen=True)
 class LuminanceAugmentation:
     """Draws the L-CoIns luminance augmentation per image and applies it (§3.2).
+
+    A frozen dataclass: its settings are a module's constructor argument (a nested
+    configuration, stored as a dict in checkpoints and ``config.json``).
 
     Args:
         max_degrees: hue rotations are uniform in ``[-max_degrees, max_degrees]`` (paper: 180).
@@ -85,24 +90,28 @@ class LuminanceAugmentation:
         amplitude: the constant ``A`` (paper: 1).
     """
 
-    def __init__(
-        self,
-        max_degrees: float = 180.0,
-        gamma_range: tuple[float, float] = (1.0, 5.0),
-        reciprocal_prob: float = 0.5,
-        amplitude: float = 1.0,
-    ) -> None:
-        low, high = gamma_range
+    max_degrees: float = 180.0
+    gamma_range: tuple[float, float] = (1.0, 5.0)
+    reciprocal_prob: float = 0.5
+    amplitude: float = 1.0
+
+    def __post_init__(self) -> None:
+        low, high = self.gamma_range
         if not 0 < low <= high:
-            raise ValueError(f"gamma_range must satisfy 0 < low <= high, got {gamma_range}")
-        if not 0.0 <= reciprocal_prob <= 1.0:
-            raise ValueError(f"reciprocal_prob must be in [0, 1], got {reciprocal_prob}")
-        if max_degrees < 0:
-            raise ValueError(f"max_degrees must be >= 0, got {max_degrees}")
-        self.max_degrees = float(max_degrees)
-        self.gamma_range = (float(low), float(high))
-        self.reciprocal_prob = float(reciprocal_prob)
-        self.amplitude = float(amplitude)
+            raise ValueError(f"gamma_range must satisfy 0 < low <= high, got {self.gamma_range}")
+        if not 0.0 <= self.reciprocal_prob <= 1.0:
+            raise ValueError(f"reciprocal_prob must be in [0, 1], got {self.reciprocal_prob}")
+        if self.max_degrees < 0:
+            raise ValueError(f"max_degrees must be >= 0, got {self.max_degrees}")
+        if self.amplitude <= 0:
+            raise ValueError(f"amplitude must be positive, got {self.amplitude}")
+        for name, value in (
+            ("max_degrees", float(self.max_degrees)),
+            ("gamma_range", (float(low), float(high))),
+            ("reciprocal_prob", float(self.reciprocal_prob)),
+            ("amplitude", float(self.amplitude)),
+        ):
+            object.__setattr__(self, name, value)
 
     def sample(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Hue rotations ``λ`` ``(B,)`` in degrees and exponents ``F_inv(γ)`` ``(B,)``, drawn on
@@ -119,11 +128,4 @@ class LuminanceAugmentation:
         degrees, exponent = self.sample(rgb.shape[0], generator)
         return luminance_augmentation(
             rgb, degrees.to(rgb.device), exponent.to(rgb.device), self.amplitude
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(max_degrees={self.max_degrees}, "
-            f"gamma_range={self.gamma_range}, reciprocal_prob={self.reciprocal_prob}, "
-            f"amplitude={self.amplitude})"
         )

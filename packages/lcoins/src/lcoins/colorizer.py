@@ -67,4 +67,4 @@ def load_colorizer(
             "model lcoins needs --ckpt (an lcoins fit checkpoint) or --weights (a "
             "save_pretrained folder; there are no released L-CoIns weights)"
         )
-    return LCoInsColorizer(module, int(module.hparams.image_size))
+    return LCoInsColorizer(module, int(module.network_config.image_size))

@@ -3,7 +3,8 @@
 L-CoIns (Chang et al., CVPR 2023, §4-5) trains on the extended COCO-Stuff captions and on its
 multi-instance dataset at 224x224 with batch 64. Both come as caption files that the core
 reads (``source: captions``, ``caption_format: auto``): the authors' release format, a JSON
-list of ``[file, caption]`` pairs (:func:`chromalab.data.records.load_lcoins_captions`), COCO
+list of ``[file, caption]`` pairs (``caption_format: name-caption-pairs``,
+:func:`chromalab.data.records.load_name_caption_pairs`), COCO
 caption annotations and JSON lines. Horizontal flips stay off for captioned sources ("on the
 left" must keep its meaning).
 """

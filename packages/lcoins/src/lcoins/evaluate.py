@@ -60,7 +60,7 @@ def evaluate(
     ``{"psnr", "ssim", "caption_consistency", "manipulation_accuracy", "loss", ...}``
     (``lpips`` too with ``lpips_weights``)."""
     module = _load(ckpt, lpips_weights)
-    size = int(module.hparams.image_size)
+    size = int(module.network_config.image_size)
     data = LCoInsDataModule(
         source="capshapes",
         capshapes_size=size,
@@ -84,7 +84,7 @@ def evaluate_captions(
     """The metrics of a checkpoint on a captioned dataset (each image with its first caption),
     at the size the model was trained on."""
     module = _load(ckpt, lpips_weights)
-    size = int(module.hparams.image_size)
+    size = int(module.network_config.image_size)
     data = LCoInsDataModule(
         source="captions",
         val_path=str(captions),
@@ -107,7 +107,7 @@ def unseen_pair_consistency(
     one of its held-out colours: ``held_out_consistency`` over the named objects showing a
     held-out pair, ``seen_consistency`` over the other named objects, and their counts."""
     module = _load(ckpt, None).eval()
-    size = int(module.hparams.image_size)
+    size = int(module.network_config.image_size)
     data = CapShapes(
         length=scenes, size=size, seed=seed, held_out_pairs=dict(held_out_pairs), held_out="only"
     )

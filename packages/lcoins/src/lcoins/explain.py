@@ -122,7 +122,7 @@ def explain_main(argv: Sequence[str]) -> int:
         module = LCoInsModule.load_from_checkpoint(
             args.ckpt, map_location=resolve_device(args.device)
         )
-        size = args.size or module.hparams.image_size
+        size = args.size or module.network_config.image_size
         images, captions = [], []
         for item in args.inputs:
             for path in iter_image_files(item):

