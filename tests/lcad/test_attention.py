@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
 from lcad.attention import (
     AttentionEdit,
     EditableCrossAttention,
+    EditMode,
     attention_edit,
     install_editable_attention,
     mask_mass,
@@ -48,12 +50,12 @@ def test_without_an_edit_and_when_recording_the_unet_is_unchanged(heads):
         assert any(isinstance(p, EditableCrossAttention) for p in unet.attn_processors.values())
         torch.testing.assert_close(unet(z, t, context).sample, expected, atol=1e-5, rtol=1e-4)
         with attention_edit(unet, _edit()) as edit:
-            edit.mode = "record"
+            edit.mode = EditMode.RECORD
             recorded = unet(z, t, context).sample
             edit.step_size = 0.0
-            edit.mode = "record"
+            edit.mode = EditMode.RECORD
             unet(z, t, context)
-            edit.mode = "apply"  # λ = 0: the recorded maps are the layer's own
+            edit.mode = EditMode.APPLY  # λ = 0: the recorded maps are the layer's own
             applied = unet(z, t, context).sample
     torch.testing.assert_close(recorded, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(applied, expected, atol=1e-5, rtol=1e-4)
@@ -83,9 +85,9 @@ def test_an_edit_moves_attention_into_the_mask_for_a_non_square_batch(heads):
     unet = _unet(heads)
     z, t, context = _inputs()
     with torch.no_grad(), attention_edit(unet, _edit(step=4.0)) as edit:
-        edit.mode = "record"
+        edit.mode = EditMode.RECORD
         plain = unet(z, t, context).sample
-        edit.mode = "apply"
+        edit.mode = EditMode.APPLY
         edited = unet(z, t, context).sample
     assert edited.shape == plain.shape == (4, 4, 6, 10)
     assert not torch.allclose(edited[:2], plain[:2])  # conditional rows edited
@@ -94,7 +96,7 @@ def test_an_edit_moves_attention_into_the_mask_for_a_non_square_batch(heads):
     # that falls inside its mask
     raw = _edit(step=0.0)
     with torch.no_grad(), attention_edit(unet, raw):
-        raw.mode = "record"
+        raw.mode = EditMode.RECORD
         unet(z, t, context)
     for name, logits in raw.edited.items():
         before = mask_mass(logits, raw, heads)
@@ -108,7 +110,7 @@ def test_nothing_is_held_after_a_sampling():
     holder = install_editable_attention(unet)
     with torch.no_grad():
         with attention_edit(unet, _edit()) as edit:
-            edit.mode = "record"
+            edit.mode = EditMode.RECORD
             unet(z, t, context)
         assert holder.edit is None
         again = unet(z, t, context).sample
@@ -119,7 +121,7 @@ def test_nothing_is_held_after_a_sampling():
         torch.no_grad(),
         attention_edit(unet, _edit()) as edit,
     ):
-        edit.mode = "apply"
+        edit.mode = EditMode.APPLY
         unet(z, t, context)
 
 
@@ -139,3 +141,79 @@ def test_observed_maps_peak_where_each_phrase_attends():
     torch.testing.assert_close(edit.peaks(), expected)
     with pytest.raises(RuntimeError, match="no attention observed"):
         _edit().peaks()
+
+
+def _layer_inputs(attn, b: int = 2, queries: int = 6 * 10, t: int = 7):
+    """Hidden states ``(2B, N, C)`` and context ``(2B, T, width)`` of one cross-attention layer."""
+    torch.manual_seed(3)
+    hidden = torch.randn(2 * b, queries, attn.to_q.in_features)
+    return hidden, torch.randn(2 * b, t, attn.to_k.in_features)
+
+
+def _by_hand(attn, hidden, context):
+    """The layer's logits ``(2B, heads, N, T)`` and values ``(2B, heads, T, d)``, transcribed."""
+    heads = attn.heads
+
+    def split(x):
+        return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+    q, k, v = split(attn.to_q(hidden)), split(attn.to_k(context)), split(attn.to_v(context))
+    return q @ k.transpose(-1, -2) * attn.scale, v
+
+
+def _out(attn, probs, v):
+    """``to_out`` of the heads' ``probs @ v``, joined."""
+    y = (probs @ v).transpose(1, 2).flatten(2)
+    return attn.to_out[1](attn.to_out[0](y))
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_one_layer_records_applies_and_observes_algorithm_1_by_hand(heads):
+    """Algorithm 1 on one cross-attention layer, against a transcription: RECORD attends as usual
+    and keeps ``M - λ (sigmoid(M) - M_est)`` on the phrase tokens' columns of the conditional rows;
+    APPLY attends with those logits in the conditional rows and with the layer's own in the
+    unconditional ones; OBSERVE attends as usual and sums each phrase's head-averaged attention."""
+    unet = _unet(heads)
+    install_editable_attention(unet)
+    attn = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2  # the 6x10 latent's grid
+    hidden, context = _layer_inputs(attn)
+    edit = _edit(step=3.0)
+    with torch.no_grad():
+        logits, v = _by_hand(attn, hidden, context)
+        plain = _out(attn, logits.softmax(-1), v)
+        # the target of each token: its phrase's mask averaged over 4x4 cells (24x40 -> 6x10)
+        target = torch.zeros(2, 6 * 10, 7)
+        for i in range(2):
+            for p in range(2):
+                small = F.avg_pool2d(edit.masks[i, p][None], 4).flatten()
+                target[i][:, edit.tokens[i, p]] = small[:, None]
+        columns = edit.tokens.any(1)[:, None, None, :]  # (B, 1, 1, T)
+        cond = logits[:2]
+        edited = torch.where(columns, cond - 3.0 * (torch.sigmoid(cond) - target[:, None]), cond)
+        probs = torch.cat((edited, logits[2:])).softmax(-1)
+        expected_applied = _out(attn, probs, v)
+        with attention_edit(unet, edit):
+            edit.mode = EditMode.RECORD
+            recorded = attn(hidden, encoder_hidden_states=context)
+            edit.mode = EditMode.APPLY
+            applied = attn(hidden, encoder_hidden_states=context)
+            edit.mode = EditMode.OBSERVE
+            observed = attn(hidden, encoder_hidden_states=context)
+    torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(edit.edited[attn.processor.name], edited.flatten(0, 1))
+    torch.testing.assert_close(applied, expected_applied, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(applied[:2], plain[:2], atol=1e-3)  # the edit does move them
+    torch.testing.assert_close(observed, plain, atol=1e-5, rtol=1e-4)
+    per_head = logits[:2].softmax(-1).mean(1)  # (B, N, T)
+    maps = torch.stack([torch.stack([per_head[i][:, edit.tokens[i, p]].sum(-1) for p in range(2)])
+                        for i in range(2)]).view(2, 2, 6, 10)  # fmt: skip
+    torch.testing.assert_close(edit.observed, maps)
+
+
+def test_an_edit_mode_is_an_edit_mode():
+    edit = _edit()
+    assert edit.mode is None
+    with pytest.raises(TypeError, match="EditMode or None, got 'record'"):
+        edit.mode = "record"  # a string would silently attend as usual
+    edit.mode = EditMode.APPLY
+    assert edit.mode is EditMode.APPLY

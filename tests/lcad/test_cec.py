@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,3 +105,30 @@ def test_pyramid_resizes_each_resolution_once():
     assert pyramid.at((4, 4), 1) is a
     with pytest.raises(ValueError, match="a batch of 3"):
         LuminancePyramid(torch.randn(2, 3, 8, 8)).at((4, 4), 3)
+
+
+def _convolutions(unet: nn.Module) -> dict[str, nn.Conv2d]:
+    return {n: m for n, m in unet.named_modules() if isinstance(m, nn.Conv2d)
+            and not n.endswith(".extension")}  # fmt: skip
+
+
+@pytest.mark.parametrize("cec", ["all_down", "first", "none"])
+def test_exactly_the_documented_convolutions_are_extended(cec):
+    """Fig. 2b ("all_down"): the first convolution of every ResNet block of every down block,
+    nothing else; "first" (the release): only the UNet's input convolution, which then reads the
+    4 latent channels plus N_ext; "none": none. Every other convolution is the pretrained one."""
+    pretrained = _convolutions(tiny_unet())
+    conv1 = {n for n in pretrained if re.fullmatch(r"down_blocks\.\d+\.resnets\.\d+\.conv1", n)}
+    assert len(conv1) == 2 and len(pretrained) > 10  # one per down block here, among many
+    expected = {"all_down": conv1, "first": {"conv_in"}, "none": set()}[cec]
+    model = LuminanceUNet(tiny_unet(), luminance_channels=6, cec=cec)
+    convs = _convolutions(model.unet)
+    assert convs.keys() == pretrained.keys()
+    extended = {n for n, m in convs.items() if isinstance(m, ChannelExtendedConv2d)}
+    assert extended == expected
+    for name, conv in convs.items():
+        assert torch.equal(conv.weight, pretrained[name].weight), name  # W_fix as pretrained
+        if name in extended:  # W_ext: N_ext more input channels, the same kernel
+            assert conv.extension.weight.shape == (conv.out_channels, 6, *conv.kernel_size)
+    if cec == "first":
+        assert convs["conv_in"].in_channels + convs["conv_in"].extension.in_channels == 4 + 6

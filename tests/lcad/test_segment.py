@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lcad.attention import EditMode
 from lcad.segment import SamSegmenter, sam_model_type
 from tests.lcad.components import tiny_sam
-from tests.lcad.test_pipeline import CAPTIONS, _gens, _grey, _pipeline
+from tests.lcad.test_pipeline import CAPTIONS, _gens, _grey, _pipeline, _spy_modes
 
 
 def test_points_boxes_and_their_coordinates_reach_sam():
@@ -61,3 +62,22 @@ def test_pipeline_masks_from_prompts_and_automatic_masks():
         pipe(l, CAPTIONS, auto_masks=True)
     with pytest.raises(ValueError, match="one of masks, prompts and auto_masks"):
         pipe(l, CAPTIONS, masks=masks, auto_masks=True, segmenter=seg)
+
+
+def test_automatic_masks_observe_the_first_step_then_edit(monkeypatch):
+    """Automatic masks: the first step's guided pass observes the colour words' attention (whose
+    peaks prompt SAM, once); the edit (record, then apply) starts at the second step and stops
+    after ``edit_steps``."""
+    pipe, seg, l = _pipeline(), SamSegmenter(tiny_sam()), _grey()
+    calls, segmented = _spy_modes(monkeypatch, pipe), []
+
+    def counted(image, points):
+        segmented.append(len(calls))
+        return seg(image, points)
+
+    pipe(l, CAPTIONS, auto_masks=True, segmenter=counted, generator=_gens(1, 2),
+         num_inference_steps=4, edit_steps=3)  # fmt: skip
+    rec, app = EditMode.RECORD, EditMode.APPLY
+    expected = [(4, EditMode.OBSERVE), (2, rec), (4, app), (2, rec), (4, app), (4, None)]
+    assert [(rows, mode) for rows, _, mode in calls] == expected
+    assert segmented == [1, 1]  # SAM, once per image, right after the first UNet call

@@ -17,9 +17,10 @@ Here:
   conditional rows of the batch (classifier-free guidance puts them first; the unconditional
   rows, the empty caption, are left alone) for any head count, batch and latent shape.
 * :class:`AttentionEdit` is one sampling's edit: the phrases' masks and tokens, ``λ``, and the
-  edited logits of the current step, keyed by layer. In ``observe`` mode it sums each phrase's
-  attention maps over the layers instead, whose peaks prompt SAM for masks (automatic masks,
-  beyond the paper). It lives for one sampling call
+  edited logits of the current step, keyed by layer. Its :class:`EditMode` says what the next
+  UNet pass does: :attr:`~EditMode.RECORD` the edited logits, :attr:`~EditMode.APPLY` them, or
+  :attr:`~EditMode.OBSERVE`: sum each phrase's attention maps over the layers, whose peaks prompt
+  SAM for masks (automatic masks, beyond the paper). It lives for one sampling call
   (:func:`attention_edit`), so nothing carries over from one call to the next.
 * The gradient is the analytic one: for ``sum``-reduced BCE on ``sigmoid(x)``,
   ``∂L/∂x = sigmoid(x) - y`` (tested against autograd), applied to the phrase tokens' columns only,
@@ -31,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -39,13 +40,27 @@ from torch import Tensor, nn
 
 __all__ = [
     "AttentionEdit",
+    "EditMode",
     "EditableCrossAttention",
     "attention_edit",
     "install_editable_attention",
     "mask_mass",
 ]
 
-Mode = Literal["record", "apply", "observe"]
+
+class EditMode(Enum):
+    """What the cross-attention layers do in the next UNet pass of an edited step (no mode:
+    plain attention).
+
+    ``RECORD``: Algorithm 1's first pass: attend as usual, and keep each layer's conditional logits
+    moved one BCE gradient step toward the masks (``M̂_l^att``); ``APPLY``: its second pass, the
+    conditional rows attend with the recorded logits (``M_*^att ← M̂_*^att``); ``OBSERVE``: attend
+    as usual, and add each phrase's attention maps to :attr:`AttentionEdit.observed`.
+    """
+
+    OBSERVE = "observe"
+    RECORD = "record"
+    APPLY = "apply"
 
 
 def _grid(latent: tuple[int, int], queries: int) -> tuple[int, int]:
@@ -80,7 +95,7 @@ class AttentionEdit:
         self.tokens = tokens.bool()
         self.latent = (int(latent[0]), int(latent[1]))
         self.step_size = float(step_size)
-        self.mode: Mode | None = None
+        self.mode = None
         self.edited: dict[str, Tensor] = {}
         self.observed: Tensor | None = None
         #: with ``track_mass``: per recorded layer, the mean :func:`mask_mass` before and after
@@ -88,6 +103,17 @@ class AttentionEdit:
         self.track_mass = False
         self.mass: list[tuple[float, float]] = []
         self._targets: dict[int, Tensor] = {}
+
+    @property
+    def mode(self) -> EditMode | None:
+        """What the next UNet pass does (:class:`EditMode`; ``None``: plain attention)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: EditMode | None) -> None:
+        if mode is not None and not isinstance(mode, EditMode):
+            raise TypeError(f"an edit's mode is an EditMode or None, got {mode!r}")
+        self._mode = mode
 
     def set_masks(self, masks: Tensor) -> None:
         """Replace the masks ``(B, P, H, W)`` (e.g. once they are estimated)."""
@@ -113,7 +139,7 @@ class AttentionEdit:
         """``(B, P, 2)``: each phrase's observed attention peak as ``(x, y)`` in ``[0, 1]``
         (the centre of the peak's latent cell)."""
         if self.observed is None:
-            raise RuntimeError("no attention observed: run a UNet pass in mode 'observe'")
+            raise RuntimeError("no attention observed: run a UNet pass in EditMode.OBSERVE")
         h, w = self.latent
         flat = self.observed.flatten(2).argmax(-1)
         y, x = flat // w, flat % w
@@ -166,8 +192,9 @@ class _Holder:
 class EditableCrossAttention:
     """A diffusers attention processor for cross-attention with Algorithm 1's edit.
 
-    ``record``: attention as usual, and the layer's edited logits kept in the edit;
-    ``apply``: the conditional rows attend with the recorded edited logits.
+    In :attr:`EditMode.RECORD`: attention as usual, and the layer's edited logits kept in the
+    edit; :attr:`EditMode.APPLY`: the conditional rows attend with the recorded edited logits;
+    :attr:`EditMode.OBSERVE`: attention as usual, the phrases' maps added to the edit's.
     """
 
     def __init__(self, name: str, holder: _Holder) -> None:
@@ -229,17 +256,17 @@ class EditableCrossAttention:
         rows = edit.rows * heads
         if rows > logits.shape[0]:
             raise ValueError(f"the edit has {edit.rows} images, the UNet batch is smaller")
-        if edit.mode == "observe":
+        if edit.mode is EditMode.OBSERVE:
             probs = logits.float().softmax(dim=-1)
             edit.observe(probs[:rows], heads)
             return attn.batch_to_head_dim(torch.bmm(probs.to(v.dtype), v))
-        if edit.mode == "record":
+        if edit.mode is EditMode.RECORD:
             edit.edited[self.name] = edit.step(logits[:rows], heads)
             if edit.track_mass:
                 before = mask_mass(logits[:rows], edit, heads).mean()
                 after = mask_mass(edit.edited[self.name], edit, heads).mean()
                 edit.mass.append((float(before), float(after)))
-        elif edit.mode == "apply":
+        elif edit.mode is EditMode.APPLY:
             if self.name not in edit.edited:
                 raise RuntimeError(f"no recorded attention for {self.name}: record first")
             logits = torch.cat((edit.edited[self.name], logits[rows:]))
@@ -265,8 +292,8 @@ def install_editable_attention(unet: nn.Module) -> _Holder:
 
 @contextmanager
 def attention_edit(unet: nn.Module, edit: AttentionEdit | None) -> Iterator[AttentionEdit | None]:
-    """Within the block, ``unet``'s cross-attention layers follow ``edit`` (set its ``mode``);
-    afterwards none is held."""
+    """Within the block, ``unet``'s cross-attention layers follow ``edit`` (set its
+    :class:`EditMode`); afterwards none is held."""
     holder = install_editable_attention(unet)
     holder.edit = edit
     try:
