@@ -52,7 +52,7 @@ from chromalab.data import CapShapes
 from chromalab.metrics import CaptionConsistency
 from chromalab.text import find_color_words
 from lcad.cec import LuminanceUNet
-from lcad.module import LCADDiffusionModule
+from lcad.stages import LCADDiffusionModule
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT = ROOT / "outputs" / "lcad-bench" / "full" / "checkpoints" / "last.ckpt"

@@ -6,7 +6,7 @@ Measured side by side in one run, random weights:
   {tiny,capshapes}-{autoencoder,compression,diffusion}.yaml`` (their models and batch sizes) on
   CapShapes training scenes: one optimizer step of the module's own loss (stage 1 with the
   discriminator active), fp32; and, for stage 2, one image's DDIM sampling at the config's
-  ``sample_steps`` with batched classifier-free guidance (:meth:`lcad.module.LCADDiffusionModule.
+  ``sampling.steps`` with batched classifier-free guidance (:meth:`lcad.stages.LCADDiffusionModule.
   colorize_rgb`).
 * ``sd-unet-256``: Stable Diffusion v1.5's UNet architecture (860M parameters, random weights)
   with the paper's channel-extended convolutions (``cec: all_down``, 512 luminance channels) at
@@ -60,7 +60,8 @@ def stage_module(config: str, stage: str) -> tuple[torch.nn.Module, int, int]:
     settings = yaml.safe_load((CONFIGS / f"{config}-{stage}.yaml").read_text())
     model = {k: v for k, v in settings["model"].items() if not k.endswith("_from")}
     if stage == "compression":
-        model["discriminator_start"] = 0  # time the steps with the discriminator
+        # time the steps with the discriminator
+        model["discriminator"] = {**model.get("discriminator", {}), "start": 0}
     torch.manual_seed(0)
     data = settings["data"]
     return STAGES[stage](**model), int(data["image_size"]), int(data["batch_size"])
@@ -112,7 +113,7 @@ class StageRun:
             "train steps/s": 1 / train,
             "train images/s": self.batch_size / train,
             "sampling s/image": sampling,
-            "sampling steps": self.module.hparams.sample_steps if self.sample_seconds else "",
+            "sampling steps": self.module.sampling.steps if self.sample_seconds else "",
         }
 
 

@@ -14,7 +14,7 @@ Every stage is trained with the real ``lcad fit`` entry point on the CapShapes c
    UNet reads no luminance) for ``--ablation-steps``.
 
 W/o LIC needs no training of its own: the stage-2 training does not involve the decoder, so it
-is the ``full`` checkpoint sampled with the VAE's own decoder (``lic: false``).
+is the ``full`` checkpoint sampled with the VAE's own decoder (``sampling.lic: false``).
 
 Rows are scored on CapShapes test scenes never seen in training (DDIM at the config's 20 steps,
 guidance 5): PSNR, SSIM (LPIPS: no AlexNet weights offline), ``CaptionConsistency`` of the
@@ -191,14 +191,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     rows = [
         diffusion_row("L-CAD", full, full_seconds, args.scenes),
-        diffusion_row("W/o LIC", full, full_seconds, args.scenes, {"lic": False}),
+        diffusion_row("W/o LIC", full, full_seconds, args.scenes, {"sampling.lic": False}),
         diffusion_row(f"L-CAD ({args.ablation_steps} steps)", early, early_seconds, args.scenes),
         diffusion_row(
             f"W/o LIC ({args.ablation_steps} steps)",
             early,
             early_seconds,
             args.scenes,
-            {"lic": False},
+            {"sampling.lic": False},
         ),  # fmt: skip
         diffusion_row("W/o SLR", wo_slr, wo_slr_seconds, args.scenes),
     ]

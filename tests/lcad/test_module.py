@@ -3,13 +3,14 @@ captions and sampling."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from chromalab.color import rgb_to_l_ab
-from chromalab.text_models import EMBEDDED_TEXT_ENCODER
-from lcad.module import LCADAutoencoderModule, LCADCompressionModule, LCADDiffusionModule
-from tests.lcad.components import TEXT_OPTIONS, TINY_UNET, TINY_VAE
+from lcad.stages import LCADAutoencoderModule, LCADCompressionModule, LCADDiffusionModule
+from tests.lcad.components import TEXT_OPTIONS, TINY_TEXT, TINY_UNET, TINY_VAE
 
 CAPTIONS = ["a red circle and a blue square", "a green heart"]
 
@@ -25,9 +26,7 @@ def _batch(h: int = 32, w: int = 48) -> dict:
 def _diffusion(**options) -> LCADDiffusionModule:
     torch.manual_seed(0)
     settings = dict(
-        vae=TINY_VAE, unet=TINY_UNET, text_encoder=EMBEDDED_TEXT_ENCODER,
-        text_pretrained=False, text_options=TEXT_OPTIONS, max_caption_length=16,
-        sample_steps=3,
+        vae=TINY_VAE, unet=TINY_UNET, text=TINY_TEXT, sampling={"steps": 3},
     )  # fmt: skip
     return LCADDiffusionModule(**(settings | options))
 
@@ -61,7 +60,7 @@ def test_stage_1_each_loss_reaches_only_its_own_network():
 
 def test_stage_1_perceptual_loss_falls_back_to_a_named_feature_network(caplog):
     module = LCADCompressionModule(TINY_VAE, perceptual_network="resnet10t", beta=0.5)
-    with caplog.at_level("WARNING", logger="lcad.module"):
+    with caplog.at_level("WARNING", logger="lcad.stages"):
         module.load_initial_weights()
     assert "not LPIPS" in caplog.text and "resnet10t" in caplog.text and "RANDOM" in caplog.text
     terms = module.losses(_batch())
@@ -75,7 +74,7 @@ def test_stage_1_perceptual_loss_falls_back_to_a_named_feature_network(caplog):
 
 
 def test_stage_1_discriminator_waits_for_its_start():
-    module = LCADCompressionModule(TINY_VAE, discriminator_start=10)
+    module = LCADCompressionModule(TINY_VAE, discriminator={"start": 10})
     terms = module.losses(_batch())
     assert "dis" not in terms and "discriminator" not in terms
     assert terms["loss"] is terms["pixel"]
@@ -137,16 +136,16 @@ def test_stage_2_without_lic_decodes_with_the_vae_alone():
     gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2)]  # noqa: E731
     sample = lambda: module.colorize_rgb(l, CAPTIONS, generators=gens())  # noqa: E731
     guided = sample()
-    module.hparams.lic = False
+    module.sampling = dataclasses.replace(module.sampling, lic=False)
     plain = sample()
     torch.testing.assert_close(plain, guided)  # zero-initialised projections: the same decoder
     for conv in module.autoencoder.luminance_encoder.mid_zero_convs:
         torch.nn.init.normal_(conv.weight, std=0.5)
     assert torch.equal(sample(), plain)  # W/o LIC ignores the luminance encoder's projections
-    module.hparams.lic = True
+    module.sampling = dataclasses.replace(module.sampling, lic=True)
     assert not torch.allclose(sample(), plain, atol=1e-3)
 
 
 def test_stage_2_rejects_a_text_encoder_of_another_width():
     with pytest.raises(ValueError, match="cross_attention_dim 12 differs"):
-        _diffusion(text_options=TEXT_OPTIONS | {"hidden_size": 16})
+        _diffusion(text=TINY_TEXT | {"options": TEXT_OPTIONS | {"hidden_size": 16}})

@@ -18,7 +18,7 @@ from lcad.weights import component_configs, convert_released, load_released, sav
 from tests.lcad.components import TEXT_OPTIONS
 from tests.lcad.release import TINY_RELEASE, tiny_release
 
-TEXT = dict(text_pretrained=False, text_options=TEXT_OPTIONS, max_caption_length=16)
+TEXT = dict(text_pretrained=False, text={"options": TEXT_OPTIONS, "max_length": 16})
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_conversion_errors_name_the_keys(release):
 
 def test_the_converted_model_samples_as_the_release_does(release):
     _, _, module = release
-    assert (module.hparams.sample_steps, module.hparams.guidance) == (50, 5.0)
+    assert (module.sampling.steps, module.sampling.guidance) == (50, 5.0)
     l = torch.rand(1, 1, 32, 48) * 100
     seeded = lambda: [torch.Generator().manual_seed(0)]  # noqa: E731
     a = module.colorize_rgb(l, ["a red circle"], steps=2, generators=seeded())

@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from chromalab.training import run_lightning_cli
 from lcad.datamodule import LCADDataModule
-from lcad.module import LCADAutoencoderModule, LCADCompressionModule, LCADDiffusionModule
+from lcad.stages import LCADAutoencoderModule, LCADCompressionModule, LCADDiffusionModule
 
 __all__ = ["CONFIGS", "STAGES", "main", "run", "split_stage"]
 

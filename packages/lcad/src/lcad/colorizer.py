@@ -16,6 +16,11 @@ Instance-aware sampling (§3.4) takes one of: ``--masks DIR`` (``DIR/<image stem
 underscores for spaces: ``masks/photo/red_car.png``), ``--prompt "PHRASE=x,y"`` or
 ``"PHRASE=x0,y0,x1,y1"`` with ``--sam CKPT`` (points or boxes in the input image's pixels), or
 ``--auto-masks`` with ``--sam CKPT``.
+
+The options are declared once, in :data:`OPTIONS` (the plug-in's schema,
+:class:`chromalab.models.ColorizeOption`): ``chromalab colorize --model lcad --help`` lists them,
+and ``chromalab app`` offers ``--scheduler``, ``--sam`` and ``--text-encoder`` as flags and the
+steps, guidance scale and seed as controls on the page.
 """
 
 from __future__ import annotations
@@ -32,10 +37,69 @@ from torch import Tensor
 
 from chromalab.color import rgb_to_l_ab
 from chromalab.io import iter_image_files
-from chromalab.models import batch_captions, resolve_device
-from lcad.pipeline import SCHEDULERS
+from chromalab.models import ColorizeOption, batch_captions, resolve_device, with_options
+from lcad.pipeline import (
+    DEFAULT_EDIT_STEP_SIZE,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    SCHEDULERS,
+    check_one_mask_source,
+)
 
-__all__ = ["LCADColorizer", "load_colorizer", "parse_prompts", "read_masks"]
+__all__ = [
+    "DEFAULT_GUIDANCE",
+    "DEFAULT_SCHEDULER",
+    "DEFAULT_SEED",
+    "DEFAULT_STEPS",
+    "OPTIONS",
+    "LCADColorizer",
+    "load_colorizer",
+    "parse_prompts",
+    "read_masks",
+]
+
+#: Sampling defaults for weights that do not record their own (a checkpoint of ``lcad fit``
+#: records its ``sampling`` steps and guidance): :mod:`lcad.pipeline`'s ``DEFAULT_STEPS``,
+#: ``DEFAULT_GUIDANCE`` and ``DEFAULT_SCHEDULER`` (the paper's DDIM with 50 steps, §3.5, and the
+#: release's guidance scale), imported above; and the seed.
+DEFAULT_SEED = 0
+
+#: The plug-in's options (``chromalab colorize --model lcad --help``; module notes).
+OPTIONS = (
+    ColorizeOption(
+        "steps", int, DEFAULT_STEPS,
+        f"sampling steps (default: the checkpoint's; {DEFAULT_STEPS} for other weights)",
+        minimum=1, app="control",
+    ),
+    ColorizeOption(
+        "scheduler", str, DEFAULT_SCHEDULER, f"sampler (default {DEFAULT_SCHEDULER})",
+        choices=tuple(SCHEDULERS), app="flag",
+    ),
+    ColorizeOption(
+        "guidance", float, DEFAULT_GUIDANCE,
+        f"guidance scale (default: the checkpoint's; {DEFAULT_GUIDANCE} for other weights)",
+        app="control",
+    ),
+    ColorizeOption(
+        "seed", int, DEFAULT_SEED, f"seed of every image (default {DEFAULT_SEED})", app="control"
+    ),
+    ColorizeOption("masks", str, None, "instance masks: DIR/<image stem>/<phrase>.png",
+                   metavar="DIR"),
+    ColorizeOption(
+        "prompts", str, None,
+        "a SAM point or box for a phrase, in input pixels (repeatable; needs --sam)",
+        flag="--prompt", multiple=True, metavar="PHRASE=x,y[,x1,y1]",
+    ),
+    ColorizeOption(
+        "auto_masks", bool, False,
+        "masks from SAM prompted by each colour word's attention peak (needs --sam)",
+    ),
+    ColorizeOption("sam", str, None, "Segment Anything checkpoint (local)", metavar="CKPT",
+                   app="flag"),
+    ColorizeOption("text_encoder", str, None, "text encoder folder, for released weights",
+                   metavar="DIR", app="flag"),
+)  # fmt: skip
 
 
 def parse_prompts(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
@@ -86,20 +150,21 @@ class LCADColorizer:
         self,
         pipeline,
         input_size: int,
-        steps: int = 50,
-        guidance: float = 5.0,
-        seed: int = 0,
-        scheduler: str = "ddim",
+        steps: int = DEFAULT_STEPS,
+        guidance: float = DEFAULT_GUIDANCE,
+        seed: int = DEFAULT_SEED,
+        scheduler: str = DEFAULT_SCHEDULER,
         masks_dir: str | None = None,
         prompts: Mapping[str, Sequence[float]] | None = None,
         auto_masks: bool = False,
         segmenter: Any = None,
-        edit_step_size: float = 5.0,
+        edit_step_size: float = DEFAULT_EDIT_STEP_SIZE,
         edit_steps: int | None = None,
         progress: bool = False,
     ) -> None:
-        if sum(bool(x) for x in (masks_dir, prompts, auto_masks)) > 1:
-            raise ValueError("give one of --masks, --prompt and --auto-masks")
+        check_one_mask_source(
+            {"--masks": masks_dir, "--prompt": prompts, "--auto-masks": auto_masks}
+        )
         if (prompts or auto_masks) and segmenter is None:
             raise ValueError("--prompt and --auto-masks need SAM weights: --sam CKPT")
         self.pipeline = pipeline.use_scheduler(scheduler)
@@ -186,8 +251,8 @@ def _on_canvas(mask: Image.Image, full_size: tuple[int, int], size: int) -> Tens
 
 def _pipeline_from_weights(weights: str, text_encoder: str | None, device: torch.device):
     from chromalab.hub import is_hub_folder
-    from lcad.module import LCADDiffusionModule
     from lcad.pipeline import LCADPipeline
+    from lcad.stages import LCADDiffusionModule
     from lcad.weights import load_released
 
     path = Path(weights).expanduser()
@@ -206,6 +271,7 @@ def _pipeline_from_weights(weights: str, text_encoder: str | None, device: torch
     return module.to(device).eval().pipeline(), 256
 
 
+@with_options(*OPTIONS)
 def load_colorizer(
     ckpt: str | None = None,
     weights: str | None = None,
@@ -223,7 +289,8 @@ def load_colorizer(
     **_: object,
 ) -> LCADColorizer:
     """Build the colorizer from an ``lcad fit --stage diffusion`` checkpoint (``ckpt``) or a
-    pipeline folder / the authors' checkpoint (``weights``)."""
+    pipeline folder / the authors' checkpoint (``weights``); the other arguments are
+    :data:`OPTIONS` (``None``: the default)."""
     if (ckpt is None) == (weights is None):
         raise ValueError(
             "model lcad needs --ckpt (an lcad fit --stage diffusion checkpoint) or --weights "
@@ -233,17 +300,17 @@ def load_colorizer(
         raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
     dev = resolve_device(device)
     if ckpt is not None:
-        from lcad.module import LCADDiffusionModule
+        from lcad.stages import LCADDiffusionModule
 
         blob = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
         data = blob.get("datamodule_hyper_parameters", {})
         size = int(data.get("image_size") or 256)
         module = LCADDiffusionModule.load_from_checkpoint(ckpt, map_location=dev).eval()
         pipe = module.pipeline()
-        default_steps, default_guidance = module.hparams.sample_steps, module.hparams.guidance
+        default_steps, default_guidance = module.sampling.steps, module.sampling.guidance
     else:
         pipe, size = _pipeline_from_weights(weights, text_encoder, dev)
-        default_steps, default_guidance = 50, 5.0
+        default_steps, default_guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE
     segmenter = None
     if sam is not None:
         from lcad.segment import SamSegmenter
@@ -254,8 +321,8 @@ def load_colorizer(
         size,
         steps=steps or default_steps,
         guidance=default_guidance if guidance is None else guidance,
-        seed=0 if seed is None else seed,
-        scheduler=scheduler or "ddim",
+        seed=DEFAULT_SEED if seed is None else seed,
+        scheduler=scheduler or DEFAULT_SCHEDULER,
         masks_dir=masks,
         prompts=parse_prompts(prompts or []),
         auto_masks=auto_masks,

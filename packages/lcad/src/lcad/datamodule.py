@@ -2,10 +2,10 @@
 
 L-CAD (Chang et al., NeurIPS 2023, §3.5, §4) trains at 256x256 with batch 8 on the extended
 COCO-Stuff and multi-instance captions. The core reads the authors' release format, a JSON
-object ``{"file.jpg": [caption, ...]}`` (``caption_format: lcad``, one caption drawn per sample
-and epoch), as well as COCO caption annotations, JSON lines and the L-CoIns pairs; CapShapes
-scenes carry their description level (complete, partial, scarce), which any-level training
-reads.
+object ``{"file.jpg": [caption, ...]}`` (``caption_format: name-to-captions``, one caption
+drawn per sample and epoch), as well as COCO caption annotations, JSON lines and the L-CoIns
+release's name-caption pairs; CapShapes scenes carry their description level (complete,
+partial, scarce), which any-level training reads.
 """
 
 from __future__ import annotations

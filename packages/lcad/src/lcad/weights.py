@@ -56,7 +56,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from torch import Tensor, nn
 
-from lcad.module import LCADDiffusionModule
+from lcad.stages import LCADDiffusionModule
 
 __all__ = [
     "RELEASE_CONFIG",
@@ -285,7 +285,9 @@ def load_released(
         config: the release's model config (its YAML file or dict); default
             :data:`RELEASE_CONFIG`.
         text_pretrained: load the folder's text weights first.
-        options: further :class:`LCADDiffusionModule` arguments (``sample_steps``, ...).
+        options: further :class:`LCADDiffusionModule` arguments (``sampling``, ...); a
+            ``text`` mapping adds fields of :class:`lcad.text.CaptionEncoderConfig`
+            (``max_length``, ``options``).
     """
     path = Path(path)
     if not path.is_file():
@@ -294,10 +296,11 @@ def load_released(
     state = checkpoint.get("state_dict", checkpoint)
     parts = convert_released(state, config)
     vae_config, unet_config, schedule = component_configs(config)
+    text = {"encoder": text_encoder, "subfolder": text_subfolder, "pretrained": text_pretrained}
+    text |= options.pop("text", None) or {}
     settings = dict(
-        vae=vae_config, unet=unet_config, text_encoder=text_encoder, text_subfolder=text_subfolder,
-        text_pretrained=text_pretrained, schedule=schedule, cec="first", trainable="release",
-        release_scale=True, sample_steps=50, guidance=5.0,
+        vae=vae_config, unet=unet_config, text=text, schedule=schedule, cec="first",
+        trainable="release", release_scale=True,
     )  # fmt: skip
     module = LCADDiffusionModule(**(settings | options))
     extension = parts["unet"]["conv_in.extension.weight"].shape[1]
@@ -314,7 +317,7 @@ def load_released(
         _load("text encoder", module.text.model, parts["text"])
     else:
         logger.info("the checkpoint has no text model: the caption encoder's own weights stay")
-    module._restored = True  # fit keeps these weights (no pretrained reload at its start)
+    module.mark_restored()  # fit keeps these weights (no pretrained reload at its start)
     logger.info("L-CAD release %s: %d tensors converted", path, len(parts.consumed))
     return module
 
