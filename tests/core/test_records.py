@@ -13,8 +13,8 @@ from chromalab.data.records import (
     load_caption_records,
     load_coco_captions,
     load_jsonl,
-    load_lcad_captions,
-    load_lcoins_captions,
+    load_name_caption_pairs,
+    load_name_to_captions,
 )
 
 
@@ -127,40 +127,40 @@ class TestJsonl:
             load_jsonl(path)
 
 
-class TestLcad:
+class TestNameToCaptions:
     def test_load(self, tmp_path: Path) -> None:
         data = {"x.jpg": ["a green tree", "tree that is green"], "y.jpg": [], "z.jpg": ["sky"]}
-        path = write_json(tmp_path / "lcad.json", data)
-        assert load_lcad_captions(path, tmp_path / "im") == [
+        path = write_json(tmp_path / "mapping.json", data)
+        assert load_name_to_captions(path, tmp_path / "im") == [
             CaptionRecord(tmp_path / "im" / "x.jpg", ("a green tree", "tree that is green")),
             CaptionRecord(tmp_path / "im" / "z.jpg", ("sky",)),
         ]
 
     def test_malformed_value(self, tmp_path: Path) -> None:
-        path = write_json(tmp_path / "lcad.json", {"x.jpg": ["ok"], "y.jpg": "not a list"})
-        with pytest.raises(ValueError, match=r"lcad\.json: entry 'y\.jpg'"):
-            load_lcad_captions(path, tmp_path)
+        path = write_json(tmp_path / "mapping.json", {"x.jpg": ["ok"], "y.jpg": "not a list"})
+        with pytest.raises(ValueError, match=r"mapping\.json: entry 'y\.jpg'"):
+            load_name_to_captions(path, tmp_path)
 
     def test_not_an_object(self, tmp_path: Path) -> None:
-        path = write_json(tmp_path / "lcad.json", [["x.jpg", "cap"]])
+        path = write_json(tmp_path / "mapping.json", [["x.jpg", "cap"]])
         with pytest.raises(ValueError, match="JSON object"):
-            load_lcad_captions(path, tmp_path)
+            load_name_to_captions(path, tmp_path)
 
 
-class TestLcoins:
+class TestNameCaptionPairs:
     def test_load_and_merge(self, tmp_path: Path) -> None:
         data = [["p.jpg", "a yellow bus"], ["q.jpg", "a man in black"], ["p.jpg", "yellow bus"]]
-        path = write_json(tmp_path / "lcoins.json", data)
-        assert load_lcoins_captions(path, tmp_path) == [
+        path = write_json(tmp_path / "pairs.json", data)
+        assert load_name_caption_pairs(path, tmp_path) == [
             CaptionRecord(tmp_path / "p.jpg", ("a yellow bus", "yellow bus")),
             CaptionRecord(tmp_path / "q.jpg", ("a man in black",)),
         ]
 
     @pytest.mark.parametrize("entry", [["p.jpg"], ["p.jpg", "c", "extra"], "p.jpg", [3, "c"]])
     def test_malformed_entry(self, tmp_path: Path, entry: object) -> None:
-        path = write_json(tmp_path / "lcoins.json", [["ok.jpg", "fine"], ["ok.jpg", "x"], entry])
-        with pytest.raises(ValueError, match=r"lcoins\.json: entry 2"):
-            load_lcoins_captions(path, tmp_path)
+        path = write_json(tmp_path / "pairs.json", [["ok.jpg", "fine"], ["ok.jpg", "x"], entry])
+        with pytest.raises(ValueError, match=r"pairs\.json: entry 2"):
+            load_name_caption_pairs(path, tmp_path)
 
 
 class TestAutoDetection:
@@ -180,8 +180,8 @@ class TestAutoDetection:
             "coco": write_json(tmp_path / "coco_as.jsonl", COCO),
             "jsonl": jsonl,
             "jsonl_single": single,
-            "lcad": write_json(tmp_path / "lcad.txt", {"a.jpg": ["x"]}),
-            "lcoins": write_json(tmp_path / "lcoins.dat", [["a.jpg", "x"]]),
+            "name-to-captions": write_json(tmp_path / "mapping.txt", {"a.jpg": ["x"]}),
+            "name-caption-pairs": write_json(tmp_path / "pairs.dat", [["a.jpg", "x"]]),
         }
 
     def test_detect(self, tmp_path: Path) -> None:
@@ -198,24 +198,26 @@ class TestAutoDetection:
         assert load_caption_records(files["jsonl"], image_root=root) == load_jsonl(
             files["jsonl"], root
         )
-        assert load_caption_records(files["lcad"], image_root=root) == load_lcad_captions(
-            files["lcad"], root
-        )
-        assert load_caption_records(files["lcoins"], image_root=root) == load_lcoins_captions(
-            files["lcoins"], root
-        )
+        assert load_caption_records(
+            files["name-to-captions"], image_root=root
+        ) == load_name_to_captions(files["name-to-captions"], root)
+        assert load_caption_records(
+            files["name-caption-pairs"], image_root=root
+        ) == load_name_caption_pairs(files["name-caption-pairs"], root)
         # Default image root: the caption file's folder.
-        assert load_caption_records(files["lcoins"]) == [CaptionRecord(tmp_path / "a.jpg", ("x",))]
+        assert load_caption_records(files["name-caption-pairs"]) == [
+            CaptionRecord(tmp_path / "a.jpg", ("x",))
+        ]
 
     def test_explicit_format_overrides_detection(self, tmp_path: Path) -> None:
         files = self.make_files(tmp_path)
         with pytest.raises(ValueError, match="images"):
-            load_caption_records(files["lcad"], format="coco")
+            load_caption_records(files["name-to-captions"], format="coco")
 
     def test_unknown_format(self, tmp_path: Path) -> None:
         files = self.make_files(tmp_path)
-        with pytest.raises(ValueError, match="'yaml'"):
-            load_caption_records(files["lcad"], format="yaml")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="'yaml'.*'name-to-captions', 'name-caption-pairs'"):
+            load_caption_records(files["name-to-captions"], format="yaml")  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("content", ["just some text\n", "42", "[1, 2\n"])
     def test_undetectable(self, tmp_path: Path, content: str) -> None:

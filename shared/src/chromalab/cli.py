@@ -6,10 +6,14 @@
     chromalab prior --data DIR -o prior.pt           ab prior of a dataset (CIC §3.2)
     chromalab data capshapes --out DIR --n 1000      export CapShapes (folder | jsonl | wds)
     chromalab colorize --model cic --ckpt X IMAGE|DIR -o OUT
+    chromalab colorize --model M --help              the options model M brings
     chromalab app [--model M --weights W]            the web app (pip install ./shared[app])
 
-``colorize`` finds models through the ``chromalab.models`` entry points (see
-:mod:`chromalab.models`); each paper package registers itself there.
+``colorize`` and ``app`` find models through the ``chromalab.models`` entry points (see
+:mod:`chromalab.models`); each paper package registers itself there, with the options of its
+own that the two commands offer (a model's schema of :class:`~chromalab.models.ColorizeOption`):
+the command line is parsed for ``--model`` first, then again with that model's options added as
+an argument group named for it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import argparse
 import logging
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -157,18 +162,6 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     from chromalab.models import load_colorizer, resolve_device
 
     device = resolve_device(args.device)
-    sampling = {
-        "steps": args.steps,
-        "guidance": args.guidance,
-        "seed": args.seed,
-        "scheduler": args.scheduler,
-        "masks": args.masks,
-        "prompts": args.prompt,
-        "auto_masks": args.auto_masks,
-        "sam": args.sam,
-        "text_encoder": args.text_encoder,
-    }
-    given = {k: v for k, v in sampling.items() if v not in (None, False, [])}
     model = load_colorizer(
         args.model,
         ckpt=args.ckpt,
@@ -176,10 +169,8 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         device=str(device),
         temperature=args.temperature,
         progress=not args.quiet,
-        **given,
+        **_given_options(args).get(args.model, {}),
     )
-    if given and not getattr(model, "uses_source", False):
-        logger.warning("model %s has no sampling options; ignored: %s", args.model, sorted(given))
     if (args.caption or args.captions) and not model.uses_captions:
         logger.warning("model %s ignores captions; --caption(s) have no effect", args.model)
     captions = read_captions(args.captions) if args.captions else None
@@ -214,16 +205,121 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
 def _cmd_app(args: argparse.Namespace) -> int:
     from chromalab.app import main as serve
 
-    options = {"text_encoder": args.text_encoder, "sam": args.sam, "scheduler": args.scheduler}
+    options = _given_options(args)
     try:
-        serve(args.model, args.ckpt, args.weights, args.device, args.host, args.port, **options)
+        serve(args.model, args.ckpt, args.weights, args.device, args.host, args.port,
+              model_options=options)  # fmt: skip
     except ImportError as err:  # gradio is an optional extra: say how to install it
         raise ValueError(str(err)) from err
     return 0
 
 
+# ------------------------------------------------------------------------- options of models
+def _given_model(argv: Sequence[str]) -> str | None:
+    """The value of ``--model`` in ``argv`` (``--model M`` or ``--model=M``), before parsing."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--model="):
+            return arg.partition("=")[2]
+    return None
+
+
+def _dest(option) -> str:
+    return "model_option" + option.cli_flag.replace("-", "_")
+
+
+def _add_model_options(
+    parser: argparse.ArgumentParser, command: str, models: Sequence[str], app: bool = False
+) -> None:
+    """One argument group per model of ``models`` with the options it declares (``app``: those
+    that ``chromalab app`` takes as flags); records them for :func:`_given_options`. A flag two
+    models share is added once and goes to both."""
+    from chromalab.models import model_options
+
+    declared: dict[str, tuple] = {}
+    flags: set[str] = set()
+    for model in models:
+        options = tuple(o for o in model_options(model) if not app or o.app == "flag")
+        declared[model] = options
+        new = [o for o in options if o.cli_flag not in flags]
+        if not new:
+            continue
+        group = parser.add_argument_group(f"options of model {model}")
+        for option in new:
+            kwargs: dict[str, Any] = {"dest": _dest(option), "default": None, "help": option.help}
+            if option.type is bool:
+                kwargs["action"] = (
+                    argparse.BooleanOptionalAction if option.default else "store_true"
+                )
+            else:
+                metavar = option.metavar
+                if metavar is None and option.choices is None:  # argparse's would name the dest
+                    metavar = option.cli_flag[2:].upper().replace("-", "_")
+                kwargs |= {"type": option.type, "choices": option.choices, "metavar": metavar}
+                if option.multiple:
+                    kwargs["action"] = "append"
+            try:
+                group.add_argument(option.cli_flag, **kwargs)
+            except argparse.ArgumentError as err:
+                raise ValueError(
+                    f"model {model} declares {option.cli_flag}, which chromalab {command} "
+                    "already has: the plug-in must rename it"
+                ) from err
+            flags.add(option.cli_flag)
+    parser.set_defaults(model_options=declared)
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per model, the values of its options that the command line gave (the others are left
+    to the model's factory: its default may depend on its weights)."""
+    declared: Mapping[str, tuple] = getattr(args, "model_options", {})
+    given = {}
+    for model, options in declared.items():
+        values = {o.name: getattr(args, _dest(o), None) for o in options}
+        given[model] = {k: v for k, v in values.items() if v is not None}
+    return given
+
+
+def _installed_models_help() -> str:
+    from chromalab.models import available_models
+
+    names = available_models()
+    return ", ".join(names) if names else "none (install a paper package, e.g. ./packages/cic)"
+
+
+def _app_models(model: str | None) -> list[str]:
+    """The models whose options ``chromalab app`` takes: ``model``, else every installed one
+    that loads (a broken plug-in is skipped with a warning, as the app does)."""
+    from chromalab.models import available_models, model_options
+
+    if model is not None:
+        return [model]
+    names = []
+    for name in available_models():
+        try:
+            model_options(name)
+        except Exception as err:  # noqa: BLE001 (one broken package must not stop the others)
+            logger.warning("model %s does not load, its options are left out: %s", name, err)
+            continue
+        names.append(name)
+    return names
+
+
 # ------------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of ``argv``: the model named by ``--model`` in ``argv`` adds its options to
+    ``colorize`` and ``app`` (``app`` without ``--model``: the flags of every installed model).
+
+    Raises:
+        ValueError: ``--model`` names no installed model, or a model's option clashes with the
+            command's own.
+    """
+    argv = list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    model = _given_model(argv)
     parser = argparse.ArgumentParser(
         prog="chromalab", description="chromalab: language-guided and automatic colorization."
     )
@@ -280,7 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     col = sub.add_parser("colorize", help="colorize images with an installed model")
     col.add_argument("inputs", nargs="+", help="image files or folders")
     col.add_argument("-o", "--output", required=True, help="output folder (the input tree is kept)")
-    col.add_argument("--model", required=True, help="installed model name (see `chromalab info`)")
+    col.add_argument(
+        "--model",
+        required=True,
+        help=f"installed model: {_installed_models_help()}; "
+        "`--model NAME --help` shows the options that model adds",
+    )
     col.add_argument("--ckpt", default=None, help="Lightning checkpoint of the model")
     col.add_argument("--weights", default=None, help="released weights file, where supported")
     col.add_argument("--caption", default=None, help="caption for language-guided models")
@@ -319,49 +420,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-existing", action="store_true", help="skip inputs whose output exists (resume)"
     )
     col.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    diffusion = col.add_argument_group("diffusion models (lcad)")
-    diffusion.add_argument("--steps", type=int, default=None, help="sampling steps")
-    diffusion.add_argument("--scheduler", default=None, help="ddim (default), dpm++, unipc, ...")
-    diffusion.add_argument("--guidance", type=float, default=None, help="guidance scale")
-    diffusion.add_argument("--seed", type=int, default=None, help="seed of every image (0)")
-    diffusion.add_argument(
-        "--masks", default=None, help="instance masks: DIR/<image stem>/<phrase>.png"
-    )
-    diffusion.add_argument(
-        "--prompt",
-        action="append",
-        default=None,
-        metavar="PHRASE=x,y[,x1,y1]",
-        help="a SAM point or box for a phrase, in input pixels (repeatable; needs --sam)",
-    )
-    diffusion.add_argument(
-        "--auto-masks",
-        action="store_true",
-        help="masks from SAM prompted by each colour word's attention peak (needs --sam)",
-    )
-    diffusion.add_argument("--sam", default=None, help="Segment Anything checkpoint (local)")
-    diffusion.add_argument(
-        "--text-encoder", default=None, help="text encoder folder, for released weights"
-    )
-    col.set_defaults(func=_cmd_colorize)
+    if command == "colorize" and model is not None:
+        _add_model_options(col, "colorize", [model])
+    col.set_defaults(func=_cmd_colorize, subparser=col)
 
     app = sub.add_parser("app", help="the web app: colorize in the browser (needs gradio)")
-    app.add_argument("--model", default=None, help="model selected on the page")
+    app.add_argument(
+        "--model",
+        default=None,
+        help=f"model selected on the page, one of: {_installed_models_help()}",
+    )
     app.add_argument("--ckpt", default=None, help="checkpoint filled in on the page")
     app.add_argument("--weights", default=None, help="weights filled in on the page")
     app.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
     app.add_argument("--port", type=int, default=7860)
-    app.add_argument("--text-encoder", default=None, help="text encoder folder (lcad release)")
-    app.add_argument("--sam", default=None, help="Segment Anything checkpoint (lcad)")
-    app.add_argument("--scheduler", default=None, help="lcad sampler: ddim, dpm++, ...")
-    app.set_defaults(func=_cmd_app)
+    if command == "app":
+        _add_model_options(app, "app", _app_models(model), app=True)
+    app.set_defaults(func=_cmd_app, subparser=app)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chromalab`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(argv)
+    except ValueError as err:  # an unknown --model
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_arguments(args, unknown, parser)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -371,6 +461,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+
+
+def _unknown_arguments(
+    args: argparse.Namespace, unknown: list[str], parser: argparse.ArgumentParser
+) -> None:
+    """Exit (status 2) naming the arguments nobody takes and, for a model's command, the
+    options that the model does take."""
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    declared: Mapping[str, tuple] = getattr(args, "model_options", {})
+    if args.command == "colorize":
+        flags = ", ".join(o.cli_flag for o in declared.get(args.model, ()))
+        has = f"these options of its own: {flags}" if flags else "no options of its own"
+        message += f" (model {args.model} has {has})"
+    getattr(args, "subparser", parser).error(message)
 
 
 if __name__ == "__main__":

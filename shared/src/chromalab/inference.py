@@ -311,7 +311,7 @@ def colorize_jobs(
 
 def colorize(
     images: Any,
-    model: str | Any = "cic",
+    model: str | Any,
     caption: str | None = None,
     captions: Sequence[str | None] | None = None,
     size: int | None = None,
@@ -324,7 +324,8 @@ def colorize(
 ) -> Any:
     """Colorize images in memory: ``images`` is a PIL image, a path, an RGB tensor
     ``(3, H, W)`` in ``[0, 1]``, or a list of them; ``model`` an installed model's name (built
-    with ``options``: ``ckpt=``, ``weights=``, ...) or a loaded colorizer. ``caption`` for all,
+    with ``options``: ``ckpt=``, ``weights=``, ... and the model's own options, as
+    :func:`chromalab.models.load_colorizer` takes them) or a loaded colorizer. ``caption`` for all,
     or ``captions`` one per image. Returns PIL images (``output="pil"``) or RGB tensors
     ``(3, H, W)`` (``"pt"``), each at its input's size. ``explain=True`` (models with
     :class:`~chromalab.models.Explainer`): ``(result, {label: map})`` pairs instead, each map the
@@ -334,7 +335,7 @@ def colorize(
     ::
 
         from chromalab import colorize
-        out = colorize("photo.jpg", model="lcoins", ckpt="lcoins.ckpt", caption="a red bus")
+        out = colorize("photo.jpg", model="film_color", ckpt="film.ckpt", caption="a red bus")
     """
     from PIL import Image
 

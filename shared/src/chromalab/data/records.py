@@ -10,12 +10,15 @@ them into a list of :class:`CaptionRecord` (an image path with all of its captio
   and ``annotations`` (``{"image_id", "caption"}``) — :func:`load_coco_captions`;
 * **JSON lines**, one ``{"image": ..., "caption": ...}`` (or ``"captions": [...]``) per
   line, the generic format for one's own data — :func:`load_jsonl`;
-* the **L-CAD release** (Chang et al., NeurIPS 2023): one JSON object mapping each image
-  file name to its list of captions — :func:`load_lcad_captions`;
-* the **L-CoIns release**: a JSON list of ``[file_name, caption]`` pairs —
-  :func:`load_lcoins_captions`.
+* **name to captions** (``"name-to-captions"``): one JSON object mapping each image file name
+  to its list of captions, the layout of the L-CAD release (Chang et al., NeurIPS 2023) —
+  :func:`load_name_to_captions`;
+* **name-caption pairs** (``"name-caption-pairs"``): a JSON list of ``[file_name, caption]``
+  pairs, the layout of the L-CoIns release (Chang et al., CVPR 2023) —
+  :func:`load_name_caption_pairs`.
 
-:func:`load_caption_records` recognises the layout from the file's content. Every importer
+Formats are named by their layout. :func:`load_caption_records` recognises the layout from the
+file's content. Every importer
 raises :class:`ValueError` naming the file and the offending line or entry when the file
 does not follow its layout. Image files are not opened here: a missing or broken image is
 reported and skipped by the dataset that reads it.
@@ -27,21 +30,25 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 __all__ = [
     "CaptionFormat",
     "CaptionRecord",
+    "DetectedCaptionFormat",
     "detect_caption_format",
     "load_caption_records",
     "load_coco_captions",
     "load_jsonl",
-    "load_lcad_captions",
-    "load_lcoins_captions",
+    "load_name_caption_pairs",
+    "load_name_to_captions",
 ]
 
-#: The layouts understood by :func:`load_caption_records`.
-CaptionFormat = Literal["auto", "coco", "jsonl", "lcad", "lcoins"]
+#: The layouts understood by :func:`load_caption_records` (``"auto"``: detect it).
+CaptionFormat = Literal["auto", "coco", "jsonl", "name-to-captions", "name-caption-pairs"]
+
+#: The layouts :func:`detect_caption_format` tells apart.
+DetectedCaptionFormat = Literal["coco", "jsonl", "name-to-captions", "name-caption-pairs"]
 
 
 @dataclass(frozen=True)
@@ -201,8 +208,9 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None) -> list[C
     return _group(pairs)
 
 
-def load_lcad_captions(path: str | Path, image_root: str | Path) -> list[CaptionRecord]:
-    """Read the L-CAD caption release: ``{"file.jpg": ["caption", ...], ...}``.
+def load_name_to_captions(path: str | Path, image_root: str | Path) -> list[CaptionRecord]:
+    """Read a name-to-captions file, ``{"file.jpg": ["caption", ...], ...}`` (the L-CAD
+    release's layout).
 
     Args:
         path: the JSON file.
@@ -218,7 +226,7 @@ def load_lcad_captions(path: str | Path, image_root: str | Path) -> list[Caption
     path = Path(path)
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: an L-CAD caption file is a JSON object file -> [captions]")
+        raise ValueError(f"{path}: a name-to-captions file is a JSON object file -> [captions]")
     root = Path(image_root)
     records = []
     for name, captions in data.items():
@@ -231,8 +239,9 @@ def load_lcad_captions(path: str | Path, image_root: str | Path) -> list[Caption
     return records
 
 
-def load_lcoins_captions(path: str | Path, image_root: str | Path) -> list[CaptionRecord]:
-    """Read the L-CoIns caption release: ``[["file.jpg", "caption"], ...]``.
+def load_name_caption_pairs(path: str | Path, image_root: str | Path) -> list[CaptionRecord]:
+    """Read a name-caption-pairs file, ``[["file.jpg", "caption"], ...]`` (the L-CoIns
+    release's layout).
 
     Args:
         path: the JSON file.
@@ -249,7 +258,7 @@ def load_lcoins_captions(path: str | Path, image_root: str | Path) -> list[Capti
     path = Path(path)
     data = _read_json(path)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: an L-CoIns caption file is a JSON list of [file, caption]")
+        raise ValueError(f"{path}: a name-caption-pairs file is a JSON list of [file, caption]")
     root = Path(image_root)
     pairs: list[tuple[Path, str]] = []
     for i, entry in enumerate(data):
@@ -260,13 +269,13 @@ def load_lcoins_captions(path: str | Path, image_root: str | Path) -> list[Capti
     return _group(pairs)
 
 
-def detect_caption_format(path: str | Path) -> Literal["coco", "jsonl", "lcad", "lcoins"]:
+def detect_caption_format(path: str | Path) -> DetectedCaptionFormat:
     """Recognise the layout of a caption file from its content.
 
     A file that parses as one JSON document is COCO (an object with ``images`` and
-    ``annotations``), L-CoIns (a list), a one-line JSON-lines file (an object with an
-    ``image`` key) or L-CAD (any other object). Otherwise the first non-blank line must
-    parse as a JSON object, and the file is JSON lines.
+    ``annotations``), name-caption pairs (a list), a one-line JSON-lines file (an object with
+    an ``image`` key) or name to captions (any other object). Otherwise the first non-blank
+    line must parse as a JSON object, and the file is JSON lines.
 
     Raises:
         ValueError: none of the layouts matches.
@@ -282,13 +291,13 @@ def detect_caption_format(path: str | Path) -> Literal["coco", "jsonl", "lcad", 
         data = None
     else:
         if isinstance(data, list):
-            return "lcoins"
+            return "name-caption-pairs"
         if isinstance(data, dict):
             if "images" in data and "annotations" in data:
                 return "coco"
             if "image" in data and ("caption" in data or "captions" in data):
                 return "jsonl"
-            return "lcad"
+            return "name-to-captions"
         kind = type(data).__name__
         raise ValueError(f"{path}: unrecognised caption file (top-level JSON {kind})")
     first = next((line for line in text.splitlines() if line.strip()), None)
@@ -299,8 +308,8 @@ def detect_caption_format(path: str | Path) -> Literal["coco", "jsonl", "lcad", 
         except json.JSONDecodeError:
             pass
     raise ValueError(
-        f"{path}: unrecognised caption file: neither one JSON document (COCO, L-CAD, L-CoIns) "
-        "nor JSON lines"
+        f"{path}: unrecognised caption file: neither one JSON document (COCO, name to captions, "
+        "name-caption pairs) nor JSON lines"
     )
 
 
@@ -311,8 +320,8 @@ def load_caption_records(
 
     Args:
         path: the caption file.
-        format: ``"coco"``, ``"jsonl"``, ``"lcad"``, ``"lcoins"``, or ``"auto"`` to detect
-            it with :func:`detect_caption_format`.
+        format: ``"coco"``, ``"jsonl"``, ``"name-to-captions"``, ``"name-caption-pairs"``,
+            or ``"auto"`` to detect it with :func:`detect_caption_format`.
         image_root: folder the image names are relative to; by default the caption file's
             folder.
 
@@ -330,11 +339,9 @@ def load_caption_records(
         return load_coco_captions(path, root)
     if format == "jsonl":
         return load_jsonl(path, root)
-    if format == "lcad":
-        return load_lcad_captions(path, root)
-    if format == "lcoins":
-        return load_lcoins_captions(path, root)
-    raise ValueError(
-        f"unknown caption format {format!r}; expected one of 'auto', 'coco', 'jsonl', "
-        "'lcad', 'lcoins'"
-    )
+    if format == "name-to-captions":
+        return load_name_to_captions(path, root)
+    if format == "name-caption-pairs":
+        return load_name_caption_pairs(path, root)
+    known = ", ".join(repr(f) for f in get_args(CaptionFormat))
+    raise ValueError(f"unknown caption format {format!r}; expected one of {known}")
