@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +87,6 @@ def recorder_args(folder: Path) -> list[str]:
         f"--trainer.callbacks+={SampleRecorder.__module__}.{SampleRecorder.__name__}",
         f"--trainer.callbacks.folder={folder}",
     ]
-
-
-def cli_command(module: str) -> Callable[..., list[str]]:
-    """Maps CLI arguments to the command line running ``python -m <module>`` (a package CLI)."""
-
-    def command(*args: str) -> list[str]:
-        return [sys.executable, "-m", module, *args]
-
-    return command
 
 
 def logged_args(root: Path) -> list[str]:

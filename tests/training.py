@@ -36,6 +36,19 @@ def benchmark_module(name: str) -> Iterator[ModuleType]:
         sys.path.remove(str(BENCHMARKS))
 
 
+#: 2 CPU processes under DDP (gloo).
+DDP_ARGS = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
+#: A launcher's variables (torchrun's): a DDP run's subprocess must not inherit them.
+_LAUNCHER_VARIABLES = (
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GLOBAL_RANK",
+    "WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
 def fit(run: Callable[[list[str]], Any], config: str, root: Path, *extra: str) -> Path:
     """Train with a package's CLI ``run`` and ``config`` under ``root``; the newest checkpoint."""
     run(["fit", "--config", config, "--trainer.default_root_dir", str(root), *extra])
@@ -48,19 +61,10 @@ def run_ddp(
     command: Callable[..., list[str]], *args: str, cwd: Path
 ) -> subprocess.CompletedProcess:
     """Run a package CLI with ``args`` in 2 CPU processes under DDP; check both ranks joined."""
-    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
     # a launcher's variables in this process would make Lightning skip launching rank 1
-    launched = {
-        "LOCAL_RANK",
-        "NODE_RANK",
-        "GLOBAL_RANK",
-        "WORLD_SIZE",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-    }
-    env = {k: v for k, v in os.environ.items() if k not in launched}
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
     proc = subprocess.run(
-        command(*args, *ddp), capture_output=True, text=True, timeout=300, cwd=cwd, env=env
+        command(*args, *DDP_ARGS), capture_output=True, text=True, timeout=300, cwd=cwd, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout
@@ -84,14 +88,6 @@ KILL_MOMENTS = ("between_steps", "after_checkpoint", "during_write")
 #: see chromalab.bins._order_k_zones) can show; passive waiting keeps them fast on a busy machine
 #: and does not change any result.
 _THREADS = {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
-_LAUNCHER_VARIABLES = (
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "GLOBAL_RANK",
-    "WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
 
 
 class KillSwitch(Callback):
@@ -363,7 +359,7 @@ def check_exact_resume(
         args += ["--trainer.default_root_dir", str(folder)]
         args += ["--data.capshapes_train_length", "36", f"--data.num_workers={workers}"]
         if ddp:
-            args += ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
+            args += DDP_ARGS
         if resume:
             args += ["--ckpt_path", "last"]
         with (folder / "log.txt").open("a") as log:

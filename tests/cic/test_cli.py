@@ -26,41 +26,6 @@ def fit_tiny(root: Path, *extra: str) -> Path:
     return fit(run, TINY, root, *extra)
 
 
-def test_fast_dev_run():
-    run(["fit", "--config", TINY, "--trainer.fast_dev_run", "true"])
-
-
-def test_fit_validate_test_predict(tmp_path):
-    ckpt = fit_tiny(tmp_path)
-    for sub in ("validate", "test"):
-        run(
-            [
-                sub,
-                "--config",
-                TINY,
-                "--ckpt_path",
-                str(ckpt),
-                "--trainer.default_root_dir",
-                str(tmp_path),
-            ]
-        )
-    cli = run(
-        [
-            "predict",
-            "--config",
-            TINY,
-            "--ckpt_path",
-            str(ckpt),
-            "--trainer.default_root_dir",
-            str(tmp_path),
-        ]
-    )
-    predictions = cli.trainer.predict_loop.predictions
-    assert predictions and predictions[0]["rgb"].shape == (4, 3, 32, 32)
-    assert predictions[0]["ab"].shape == (4, 2, 8, 8)  # the network's 1/4 resolution
-    assert predictions[0]["rgb"].min() >= 0 and predictions[0]["rgb"].max() <= 1
-
-
 def test_checkpoint_rebuilds_without_arguments(tmp_path):
     ckpt = fit_tiny(tmp_path, "--model.lam", "0.25", "--model.sigma", "4")
     module = CICModule.load_from_checkpoint(ckpt)

@@ -1,92 +1,24 @@
-"""Hub-style weights (``chromalab.hub``): every paper module saves ``config.json`` +
-``model.safetensors`` and loads back with equal tensors and outputs, from a local folder;
-missing and corrupt files are clear errors; no pickle is involved."""
+"""Hub-style weights (``chromalab.hub``): missing and corrupt files are clear errors, state
+beyond tensors travels as JSON, and ``chromalab colorize --weights`` reads a folder. That every
+paper module saves ``config.json`` + ``model.safetensors`` (no pickle) and loads back with equal
+tensors and outputs is a check of every package: :class:`tests.package_checks.HubChecks`."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
-import yaml
 
 from chromalab.hub import STATE_FILE
-
-
-def _perturbed(module):
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in module.state_dict().values():
-            if p.is_floating_point():
-                p.add_(torch.randn_like(p) * 0.01)
-    return module.eval()
-
-
-def _cic():
-    from cic.module import CICModule
-
-    return CICModule(width=0.125, init_from="no/such/release.pth")
+from tests.package_checks import perturbed as _perturbed
 
 
 def _film():
-    from film_color.language import Vocabulary
-    from tests.film_color.components import tiny_module
+    from tests.film_color.components import tiny_module, tiny_vocabulary
 
     module = tiny_module("film")
-    module.set_vocabulary(Vocabulary(["<pad>", "<unk>", "a", "red", "blue", "circle"]))
+    module.set_vocabulary(tiny_vocabulary())
     return module
-
-
-def _lcoins():
-    from lcoins.cli import CONFIGS
-    from lcoins.module import LCoInsModule
-
-    settings = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())["model"]
-    return LCoInsModule(**settings)
-
-
-def _lcad():
-    from chromalab.text_models import EMBEDDED_TEXT_ENCODER
-    from lcad.module import LCADDiffusionModule
-    from tests.lcad.components import TEXT_OPTIONS, TINY_UNET, TINY_VAE
-
-    return LCADDiffusionModule(
-        vae=TINY_VAE, unet=TINY_UNET, text_encoder=EMBEDDED_TEXT_ENCODER, text_pretrained=False,
-        text_options=TEXT_OPTIONS, max_caption_length=16, sample_steps=2,
-        compression_from="no/such/stage1.ckpt",
-    )  # fmt: skip
-
-
-def _output(module, l):
-    captions = ["a red circle"] * l.shape[0]
-    if type(module).__name__ == "CICModule":
-        return module(l)
-    if type(module).__name__ == "LCADDiffusionModule":
-        gens = [torch.Generator().manual_seed(0) for _ in range(l.shape[0])]
-        return module.colorize_rgb(l, captions, generators=gens)
-    return module.colorize(l, captions)
-
-
-@pytest.mark.parametrize("build", [_cic, _film, _lcoins, _lcad], ids=lambda f: f.__name__[1:])
-def test_save_and_load_give_the_same_module(build, tmp_path):
-    module = _perturbed(build())
-    module.save_pretrained(tmp_path / "weights")
-    files = sorted(p.name for p in (tmp_path / "weights").iterdir())
-    assert "config.json" in files and "model.safetensors" in files
-    assert not [f for f in files if f.endswith((".bin", ".pt", ".ckpt", ".pth"))]  # no pickle
-    loaded = type(module).from_pretrained(tmp_path / "weights")
-    assert loaded._restored and not loaded.training
-    same = lambda h: json.loads(json.dumps(dict(h)))  # noqa: E731  (JSON: tuples come back as lists)
-    assert same(loaded.hparams) == same(module.hparams)
-    theirs = loaded.state_dict()
-    for key, value in module.state_dict().items():
-        assert torch.equal(theirs[key], value), key
-    l = torch.rand(2, 1, 32, 32) * 100
-    with torch.no_grad():
-        torch.testing.assert_close(_output(loaded, l), _output(module, l), rtol=0, atol=0)
-    # fit keeps the loaded weights: no init_from / stage-1 reload over them (missing here)
-    if "init_from" in module.hparams or "compression_from" in module.hparams:
-        loaded.setup("fit")
 
 
 def test_film_vocabulary_travels_as_json(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from film_color.language import Vocabulary
 from film_color.module import FilmColorModule
 from film_color.networks import FilmColorNetwork
 
@@ -31,3 +32,8 @@ def tiny_module(conditioning: str = "film", vocab_size: int = 12, **overrides: A
     module = FilmColorModule(conditioning=conditioning, **kwargs)
     module.network.set_vocab_size(vocab_size)
     return module
+
+
+def tiny_vocabulary() -> Vocabulary:
+    """A 6-word vocabulary: padding, unknown, "a", "red", "blue", "circle"."""
+    return Vocabulary(["<pad>", "<unk>", "a", "red", "blue", "circle"])

@@ -46,37 +46,6 @@ def film_ckpt(tmp_path_factory) -> Path:
         _sys.argv = argv
 
 
-def test_fast_dev_run_every_conditioning():
-    for mode in ("none", "concat", "film"):
-        run(
-            [
-                "fit",
-                "--config",
-                TINY,
-                "--trainer.fast_dev_run",
-                "true",
-                "--model.conditioning",
-                mode,
-            ]
-        )
-
-
-def test_validate_test_predict(film_ckpt, tmp_path):
-    common = ["--config", TINY, "--ckpt_path", str(film_ckpt), "--trainer.default_root_dir"]
-    for sub in ("validate", "test"):
-        cli = run([sub, *common, str(tmp_path)])
-        metrics = cli.trainer.callback_metrics
-        stage = "val" if sub == "validate" else "test"
-        for key in ("acc@1", "acc@5", "caption_consistency", "manipulation_accuracy"):
-            assert f"{stage}/{key}" in metrics, key
-        assert 0 <= float(metrics[f"{stage}/acc@1"]) <= float(metrics[f"{stage}/acc@5"]) <= 1
-    cli = run(["predict", *common, str(tmp_path)])
-    predictions = cli.trainer.predict_loop.predictions
-    assert predictions and predictions[0]["rgb"].shape == (4, 3, 32, 32)
-    assert predictions[0]["ab"].shape == (4, 2, 8, 8)  # the network's 1/4 resolution
-    assert predictions[0]["rgb"].min() >= 0 and predictions[0]["rgb"].max() <= 1
-
-
 def test_checkpoint_rebuilds_without_arguments(film_ckpt):
     module = FilmColorModule.load_from_checkpoint(film_ckpt)
     assert module.hparams.conditioning == "film" and module.hparams.width == 0.125

@@ -1,45 +1,16 @@
-"""The lcad package through its LightningCLI: the three stages chained on tiny configs."""
+"""The lcad package through its LightningCLI: the three stages chained on tiny configs
+(``conftest.stages``; each stage's fit, validate, test and predict: ``test_package.py``)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lcad.cli import CONFIGS, run, split_stage
-from lcad.module import LCADDiffusionModule
-from tests.training import fit
-
-
-def _config(stage: str) -> str:
-    return str(CONFIGS / f"tiny-{stage}.yaml")
-
-
-@pytest.fixture(scope="module")
-def stages(tmp_path_factory) -> dict[str, Path]:
-    """Stage 0, 1 and 2 fitted in turn (2 steps each), each from the one before."""
-    root = tmp_path_factory.mktemp("lcad")
-    argv, sys.argv = sys.argv, ["lcad"]  # the module-scoped fixture runs before conftest's
-    try:
-        return _fit_stages(root)
-    finally:
-        sys.argv = argv
-
-
-def _fit_stages(root: Path) -> dict[str, Path]:
-    ckpts: dict[str, Path] = {}
-    ckpts["autoencoder"] = fit(run, _config("autoencoder"), root / "s0", "--stage", "autoencoder")
-    ckpts["compression"] = fit(
-        run, _config("compression"), root / "s1", "--stage", "compression",
-        "--model.vae_from", str(ckpts["autoencoder"]),
-    )  # fmt: skip
-    ckpts["diffusion"] = fit(
-        run, _config("diffusion"), root / "s2", "--stage=diffusion",
-        "--model.compression_from", str(ckpts["compression"]),
-    )  # fmt: skip
-    return ckpts
+from lcad.cli import run, split_stage
+from tests.lcad.components import fit_stages as _fit_stages  # noqa: F401  (tests/e2e's import)
+from tests.lcad.components import tiny_config
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
@@ -59,32 +30,6 @@ def test_each_stage_starts_from_the_one_before(stages):
     assert any(stage1[k].abs().sum() > 0 for k in encoder)  # stage 1 trained its projections
 
 
-def test_validate_and_predict_the_diffusion_stage(stages, tmp_path):
-    common = ["--stage", "diffusion", "--config", _config("diffusion"), "--ckpt_path",
-              str(stages["diffusion"]), "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
-    metrics = run(["validate", *common]).trainer.callback_metrics
-    for key in ("psnr", "ssim", "loss", "caption_consistency", "manipulation_accuracy"):
-        assert f"val/{key}" in metrics, key
-    predictions = run(["predict", *common]).trainer.predict_loop.predictions
-    rgb = predictions[0]["rgb"]
-    assert rgb.shape == (2, 3, 32, 32) and rgb.min() >= 0 and rgb.max() <= 1
-    module = LCADDiffusionModule.load_from_checkpoint(stages["diffusion"])  # no weight file needed
-    assert torch.equal(
-        module.unet.unet.conv_in.weight, _state(stages["diffusion"])["unet.unet.conv_in.weight"]
-    )
-
-
-def test_validate_and_predict_the_compression_stage(stages, tmp_path):
-    args = ["validate", "--stage", "compression", "--config", _config("compression"),
-            "--ckpt_path", str(stages["compression"]), "--trainer.default_root_dir",
-            str(tmp_path)]  # fmt: skip
-    metrics = run(args).trainer.callback_metrics
-    assert 0 < float(metrics["val/psnr"]) < 100
-    args[0] = "predict"
-    rgb = run(args).trainer.predict_loop.predictions[0]["rgb"]
-    assert rgb.shape == (2, 3, 32, 32) and rgb.min() >= 0 and rgb.max() <= 1
-
-
 def test_evaluate_scores_each_level_and_the_ablation_switch(stages):
     from lcad.evaluate import evaluate, main
 
@@ -95,7 +40,7 @@ def test_evaluate_scores_each_level_and_the_ablation_switch(stages):
         assert key in scores, key
     # W/o LIC: the same checkpoint decoded by the VAE alone (trained projections: other colours)
     plain = evaluate(stages["diffusion"], scenes=4, size=32, batch_size=2,
-                     overrides={"lic": False})  # fmt: skip
+                     overrides={"sampling.lic": False})  # fmt: skip
     assert plain["psnr"] != scores["psnr"]
     recon = evaluate(stages["compression"], "compression", scenes=4, size=32, batch_size=2)
     assert 0 < recon["psnr"] < 100 and "caption_consistency" not in recon
@@ -130,9 +75,9 @@ def test_fit_on_the_release_caption_format_skips_and_counts_a_bad_image(tmp_path
     (tmp_path / "3.png").write_bytes(b"not an image")
     (tmp_path / "captions.json").write_text(json.dumps(captions))
     cli = run([
-        "fit", "--stage", "diffusion", "--config", _config("diffusion"),
+        "fit", "--stage", "diffusion", "--config", tiny_config("diffusion"),
         "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "3",
-        "--data.source", "captions", "--data.caption_format", "lcad",
+        "--data.source", "captions", "--data.caption_format", "name-to-captions",
         "--data.train_path", str(tmp_path / "captions.json"), "--data.batch_size", "2",
     ])  # fmt: skip
     assert cli.trainer.global_step == 3
@@ -204,11 +149,81 @@ def test_chromalab_colorize_with_lcad(stages, tmp_path, monkeypatch, capsys):
     # errors name what is missing
     for extra, message in (
         (["--auto-masks"], "--sam"),
-        (["--scheduler", "fast"], "unknown scheduler"),
         (["--prompt", "red circle=1"], "PHRASE=x,y"),
     ):
         assert chromalab_cli.main([*base, "-o", str(tmp_path / "err"), *extra]) == 1
         assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the schema's choices: refused before loading anything
+        chromalab_cli.main([*base, "-o", str(tmp_path / "err"), "--scheduler", "fast"])
+    assert "argument --scheduler: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+#: lcad's flags, as ``chromalab colorize`` had them before the plug-in declared them.
+LCAD_FLAGS = ("--steps", "--scheduler", "--guidance", "--seed", "--masks", "--prompt",
+              "--auto-masks", "--sam", "--text-encoder")  # fmt: skip
+
+
+def test_colorize_help_shows_lcads_options(capsys):
+    from chromalab import cli as chromalab_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        chromalab_cli.main(["colorize", "--model", "lcad", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "options of model lcad:" in out
+    group = " ".join(out.split("options of model lcad:")[1].split())
+    for flag in LCAD_FLAGS:
+        assert flag in group, flag
+    assert "--scheduler {ddim,ddpm,pndm,dpm++," in group
+    assert "sampling steps (default: the checkpoint's; 50 for other weights)" in group
+    assert "--prompt PHRASE=x,y[,x1,y1]" in group
+    with pytest.raises(SystemExit):  # another model: not lcad's options
+        chromalab_cli.main(["colorize", "--model", "cic", "--help"])
+    assert "--steps" not in capsys.readouterr().out
+
+
+def test_lcads_flags_reach_its_factory_as_before(monkeypatch, tmp_path, capsys):
+    """The values go to lcad's factory under the same keyword names as before, converted to
+    their types; options not given are not passed (the checkpoint's own steps and guidance
+    then apply)."""
+    from chromalab import cli as chromalab_cli
+    from chromalab import models
+
+    calls = []
+
+    def record(name, **options):
+        calls.append((name, options))
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(models, "load_colorizer", record)
+    base = ["colorize", str(tmp_path), "-o", str(tmp_path / "out"), "--model", "lcad"]
+    given = ["--steps", "2", "--scheduler", "dpm++", "--guidance", "1.5", "--seed", "3",
+             "--masks", "m/", "--prompt", "a=1,2", "--prompt", "b=0,0,3,4", "--auto-masks",
+             "--sam", "sam.pth", "--text-encoder", "sd15/"]  # fmt: skip
+    assert chromalab_cli.main([*base, *given]) == 1
+    lcad = {k: v for k, v in calls[-1][1].items() if k not in models.COMMON_OPTIONS}
+    assert calls[-1][0] == "lcad" and lcad == {
+        "steps": 2, "scheduler": "dpm++", "guidance": 1.5, "seed": 3, "masks": "m/",
+        "prompts": ["a=1,2", "b=0,0,3,4"], "auto_masks": True, "sam": "sam.pth",
+        "text_encoder": "sd15/",
+    }  # fmt: skip
+    assert chromalab_cli.main(base) == 1
+    assert set(calls[-1][1]) == set(models.COMMON_OPTIONS)
+
+
+def test_the_app_offers_lcads_sampling_controls_and_load_flags():
+    """The page's controls keep the browser test's elem_ids (steps, guidance, seed) and their
+    former first values; --scheduler, --sam and --text-encoder stay flags of chromalab app."""
+    from chromalab.app import page_controls
+    from chromalab.models import model_options
+
+    controls = page_controls("lcad")
+    assert [(o.name, o.type, o.default) for o in controls] == [
+        ("steps", int, 50), ("guidance", float, 5.0), ("seed", int, 0)
+    ]  # fmt: skip
+    assert controls[0].minimum == 1  # as the page's former slider
+    flags = [o.cli_flag for o in model_options("lcad") if o.app == "flag"]
+    assert flags == ["--scheduler", "--sam", "--text-encoder"]
 
 
 def test_the_colorizer_explains_with_each_colour_words_attention(stages):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from lcad.cli import CONFIGS
-from lcad.module import LCADCompressionModule, LCADDiffusionModule
+from lcad.stages import LCADCompressionModule, LCADDiffusionModule
 from tests.training import benchmark_module
 
 
