@@ -111,3 +111,29 @@ def test_the_demo_shows_the_published_folder(tmp_path):
     demo(["--out", str(tmp_path), "--steps", "0", "--scenes", "8"])
     section = (tmp_path / "sections" / "020-film_color.html").read_text()
     assert "The published model" in section and "70000 training steps" in section
+
+
+#: The README's scoring command on the first 64 test scenes (fp32 on the CPU), as RECORDED_64.
+RECORDED_TEST_64 = {"manipulation_accuracy": 0.9294, "caption_consistency": 0.6336, "acc@1": 0.2063}
+
+
+def test_the_readme_scoring_command(monkeypatch, capsys):
+    """``python -m film_color.evaluate benchmarks/weights/capshapes-film-v1 --split test --scenes
+    2048`` as the README shows it (the published folder, typed relative to the checkout's root),
+    on 64 of the scenes: it prints every metric as JSON, and the published model's scores."""
+    from film_color.evaluate import main
+
+    shown = re.findall(r"^python -m film_color\.evaluate (benchmarks/\S+ .*)$", README.read_text(),
+                       re.MULTILINE)  # fmt: skip
+    assert len(shown) == 1 and "--split test" in shown[0]
+    monkeypatch.chdir(README.parents[2])
+    main([*shown[0].split(), "--scenes", "64"])
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.index("{") :])
+    keys = {"acc@1", "acc@5", "caption_consistency", "manipulation_accuracy", "loss"}
+    assert keys <= set(printed)
+    assert all(0 <= printed[k] <= 1 for k in keys - {"loss"})
+    for key, value in RECORDED_TEST_64.items():
+        assert printed[key] == pytest.approx(value, abs=0.02), key
+    # the 64 validation scenes' pins are of the same model: the splits agree within noise
+    assert abs(printed["manipulation_accuracy"] - RECORDED_64["manipulation_accuracy"]) < 0.05

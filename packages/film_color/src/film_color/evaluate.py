@@ -28,6 +28,7 @@ from typing import Literal
 import lightning.pytorch as pl
 
 from chromalab.bins import ABBins
+from chromalab.hub import is_hub_folder
 from chromalab.metrics import output_grid_ceiling
 from cic.networks import OUTPUT_STRIDE
 from film_color.datamodule import FilmColorDataModule
@@ -112,8 +113,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--scenes", type=int, default=2048, help="scenes of the split")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    if not Path(args.ckpt).is_file():
-        raise SystemExit(f"error: checkpoint not found: {args.ckpt}")
+    if not (Path(args.ckpt).is_file() or is_hub_folder(args.ckpt)):
+        raise SystemExit(
+            f"error: no film-color checkpoint or weights folder (config.json + "
+            f"model.safetensors) at {args.ckpt}"
+        )
     metrics = evaluate(
         args.ckpt, args.scenes, args.split, batch_size=args.batch_size, progress=True
     )
