@@ -56,6 +56,26 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         CICModule.from_pretrained(tmp_path / "wide")
 
 
+def test_a_weights_folder_missing_a_tensor_or_holding_an_extra_one_is_an_error_naming_it(
+    tmp_path,
+):
+    from safetensors.torch import load_file, save_file
+
+    from cic.module import CICModule
+
+    CICModule(width=0.125).save_pretrained(tmp_path / "cic")
+    weights = tmp_path / "cic" / "model.safetensors"
+    tensors = load_file(weights)
+    missing = "network.readout.weight"
+    assert missing in tensors  # a real tensor of the network: the check below is not vacuous
+    save_file({k: v for k, v in tensors.items() if k != missing}, weights)
+    with pytest.raises(RuntimeError, match=missing.replace(".", r"\.")):
+        CICModule.from_pretrained(tmp_path / "cic")
+    save_file(tensors | {"network.extra.weight": tensors[missing].clone()}, weights)
+    with pytest.raises(RuntimeError, match=r"network\.extra\.weight"):
+        CICModule.from_pretrained(tmp_path / "cic")
+
+
 def test_the_colorize_command_takes_a_weights_folder(tmp_path):
     from PIL import Image
 
