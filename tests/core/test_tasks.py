@@ -101,7 +101,7 @@ def test_fit_loads_the_initial_weights_only_into_a_module_not_restored(tmp_path)
     trained = BoringTask(init_from=str(tmp_path / "start.pt"), lr=0.0)
     with torch.no_grad():
         trained.layer.weight.fill_(0.25)
-    trained.mark_restored()  # e.g. by a converter of released weights
+    trained.mark_loaded()  # e.g. by a converter of released weights
     _fit(trained, tmp_path / "b")
     assert "initial weights" not in trained.calls and trained.restored
     assert bool((trained.layer.weight == 0.25).all())

@@ -10,7 +10,7 @@ missing or unexpected tensors, a missing file or an unreadable safetensors file 
 name them. State that is not a tensor nor a constructor argument (film_color's caption
 vocabulary) is what the module's ``on_save_checkpoint`` writes, kept as JSON in
 ``chromalab_state.json`` and given back to its ``on_load_checkpoint``. A loaded module is marked
-restored (:meth:`chromalab.tasks.ColorizationTask.mark_restored`): a later ``fit`` does not reload
+restored (:meth:`chromalab.tasks.ColorizationTask.mark_loaded`): a later ``fit`` does not reload
 its pretrained parts or ``init_from`` over it.
 """
 
@@ -53,7 +53,7 @@ class HubMixin(
     repo_url="https://github.com/chromalab/chromalab",
 ):
     """``save_pretrained`` / ``from_pretrained`` for a chromalab task
-    (:class:`chromalab.tasks.ColorizationTask`, which has ``mark_restored``)."""
+    (:class:`chromalab.tasks.ColorizationTask`, which has ``mark_loaded``)."""
 
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)
@@ -94,7 +94,7 @@ class HubMixin(
             load_model(model, str(weights), strict=strict, device=str(map_location))
         except SafetensorError as err:
             raise ValueError(f"{weights}: not a readable safetensors file ({err})") from err
-        model.mark_restored()
+        model.mark_loaded()
         return model.eval()
 
 

@@ -15,7 +15,7 @@ and owns three things every package needs:
   weights came from elsewhere: a Lightning checkpoint (``load_from_checkpoint``, marked by
   :meth:`~ColorizationTask.on_load_checkpoint`), a ``save_pretrained`` folder
   (:mod:`chromalab.hub`) or a converter of released weights. Those call
-  :meth:`~ColorizationTask.mark_restored`, the one public way to say so, and
+  :meth:`~ColorizationTask.mark_loaded`, the one public way to say so, and
   :attr:`~ColorizationTask.restored` tells.
 * **per-step randomness.** :meth:`~ColorizationTask.step_seed` and
   :meth:`~ColorizationTask.step_generator` derive a training step's draws (augmentation,
@@ -129,7 +129,7 @@ class ColorizationTask(pl.LightningModule, HubMixin):
         that ``fit`` keeps them instead of loading the initial (pretrained) ones."""
         return self._restored
 
-    def mark_restored(self) -> None:
+    def mark_loaded(self) -> None:
         """Say that the weights were loaded from elsewhere: a later ``fit`` does not call
         :meth:`load_initial_weights` over them."""
         self._restored = True
@@ -144,7 +144,7 @@ class ColorizationTask(pl.LightningModule, HubMixin):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.mark_restored()
+        self.mark_loaded()
 
     @classmethod
     def load_with_overrides(

@@ -317,7 +317,7 @@ def load_released(
         _load("text encoder", module.text.model, parts["text"])
     else:
         logger.info("the checkpoint has no text model: the caption encoder's own weights stay")
-    module.mark_restored()  # fit keeps these weights (no pretrained reload at its start)
+    module.mark_loaded()  # fit keeps these weights (no pretrained reload at its start)
     logger.info("L-CAD release %s: %d tensors converted", path, len(parts.consumed))
     return module
 
