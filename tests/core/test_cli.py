@@ -339,3 +339,17 @@ def test_a_schema_that_cannot_work_is_refused_where_it_is_declared():
         with_options(ColorizeOption("ckpt", str))
     assert models.factory_options(load_plain) == ()  # no decorator: no options
     assert models.factory_options(load_constant) == CONSTANT_OPTIONS
+
+
+def test_a_plugin_that_does_not_load_is_left_out_of_the_app_with_a_warning(
+    fake_model, monkeypatch, caplog
+):
+    points = dict(models._entry_points())
+    points["broken"] = EntryPoint(name="broken", value="no_such_package_xyz:load",
+                                  group="chromalab.models")  # fmt: skip
+    monkeypatch.setattr(models, "_entry_points", lambda: points)
+    with caplog.at_level("WARNING"):
+        loadable = models.loadable_model_options(["const", "broken", "plain"])
+    assert list(loadable) == ["const", "plain"]
+    assert [o.name for o in loadable["const"]] == [o.name for o in models.model_options("const")]
+    assert "model broken does not load" in caplog.text

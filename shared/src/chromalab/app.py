@@ -26,7 +26,6 @@ are flags of ``chromalab app``, passed to the model when it loads.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
@@ -45,13 +44,12 @@ from chromalab.models import (
     Explainer,
     available_models,
     load_colorizer,
+    loadable_model_options,
     model_options,
     resolve_device,
 )
 
 __all__ = ["ColorizerCache", "build_app", "main", "page_controls", "run_colorize"]
-
-logger = logging.getLogger(__name__)
 
 #: ``elem_id`` of the page's fixed elements (a control named so gets its model's name first).
 PAGE_IDS = ("photos", "model", "ckpt", "weights", "caption", "run", "status", "gallery",
@@ -197,14 +195,10 @@ def _installed_controls(models: Sequence[str]) -> dict[str, tuple[ColorizeOption
     """Per installed model that has some, its page controls; a model whose plug-in does not
     load is left out with a warning (choosing it on the page shows the error)."""
     out = {}
-    for name in models:
-        try:
-            options = page_controls(name)
-        except Exception as err:  # noqa: BLE001 (one broken package must not stop the page)
-            logger.warning("model %s does not load: %s", name, err)
-            continue
-        if options:
-            out[name] = options
+    for name, options in loadable_model_options(models).items():
+        controls = tuple(o for o in options if o.app == "control")
+        if controls:
+            out[name] = controls
     return out
 
 

@@ -293,19 +293,11 @@ def _installed_models_help() -> str:
 def _app_models(model: str | None) -> list[str]:
     """The models whose options ``chromalab app`` takes: ``model``, else every installed one
     that loads (a broken plug-in is skipped with a warning, as the app does)."""
-    from chromalab.models import available_models, model_options
+    from chromalab.models import available_models, loadable_model_options
 
     if model is not None:
         return [model]
-    names = []
-    for name in available_models():
-        try:
-            model_options(name)
-        except Exception as err:  # noqa: BLE001 (one broken package must not stop the others)
-            logger.warning("model %s does not load, its options are left out: %s", name, err)
-            continue
-        names.append(name)
-    return names
+    return list(loadable_model_options(available_models()))
 
 
 # ------------------------------------------------------------------------------------- parser

@@ -43,6 +43,7 @@ broken package cannot break the command for the others.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -62,11 +63,14 @@ __all__ = [
     "batch_captions",
     "factory_options",
     "load_colorizer",
+    "loadable_model_options",
     "model_options",
     "with_options",
 ]
 
 ENTRY_POINT_GROUP = "chromalab.models"
+
+logger = logging.getLogger(__name__)
 
 #: The options every factory is called with (``None`` where the user gave none); a plug-in's
 #: own options must be named otherwise.
@@ -298,6 +302,18 @@ def model_options(name: str) -> tuple[ColorizeOption, ...]:
         ValueError: no installed package registers ``name``.
     """
     return factory_options(_factory(name))
+
+
+def loadable_model_options(names: Sequence[str]) -> dict[str, tuple[ColorizeOption, ...]]:
+    """The options of each model of ``names`` whose plug-in loads; one that does not load is
+    left out with a warning (one broken package must not stop the others)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = model_options(name)
+        except Exception as err:  # noqa: BLE001 (any error of a third-party plug-in)
+            logger.warning("model %s does not load: %s", name, err)
+    return out
 
 
 def load_colorizer(name: str, **options: object) -> Colorizer:

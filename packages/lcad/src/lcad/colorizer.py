@@ -48,10 +48,7 @@ from lcad.pipeline import (
 )
 
 __all__ = [
-    "DEFAULT_GUIDANCE",
-    "DEFAULT_SCHEDULER",
     "DEFAULT_SEED",
-    "DEFAULT_STEPS",
     "OPTIONS",
     "LCADColorizer",
     "load_colorizer",

@@ -95,10 +95,6 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
         manipulation_seed: int = 0,
         lpips_weights: str | None = None,
     ) -> None:
-        # a dict (from a checkpoint or config.json) is checked field by field here
-        as_config(LCoInsNetworkConfig, network)
-        if augmentation is not None:
-            as_config(LuminanceAugmentation, augmentation)
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if lr_schedule not in ("constant", "cosine"):

@@ -94,7 +94,6 @@ class LCADCompressionModule(ImageMetrics, ColorizationTask):
         release_scale: bool = False,
         lpips_weights: str | None = None,
     ) -> None:
-        as_config(DiscriminatorConfig, discriminator)  # a dict is checked field by field
         super().__init__(lpips_weights=lpips_weights)
 
     def configure_models(self) -> None:

@@ -98,7 +98,6 @@ class LCADDiffusionModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
             if not 0 <= p <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
         as_config(CaptionEncoderConfig, text)  # a dict is checked field by field
-        as_config(SamplingConfig, sampling)
         super().__init__(lpips_weights=lpips_weights)
 
     # ------------------------------------------------------------------------- configure
