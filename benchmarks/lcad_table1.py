@@ -128,17 +128,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.retrain,
     )  # fmt: skip
     stage2 = ["--model.compression_from", str(compression)]
-    # diagnostic: stage 1 on L_rec alone (α = 0), the weight of L_dis being the question
+    # diagnostic: stage 1 on L_rec alone (L_dis weight 0), the weight of L_dis being the question
     rec_only, rec_only_seconds = train(
         "compression-rec-only", "compression", args.compression_steps,
-        ["--model.vae_from", str(vae), "--model.alpha", "0"], args.retrain,
+        ["--model.vae_from", str(vae), "--model.discriminator.weight", "0"], args.retrain,
     )  # fmt: skip
 
     compression_rows = []
     for label, stage, ckpt, seconds in (
         ("VAE (stage 0)", "autoencoder", vae, vae_seconds),
         ("luminance-guided (stage 1, Eq. 4)", "compression", compression, compression_seconds),
-        ("luminance-guided, L_rec only (α = 0)", "compression", rec_only, rec_only_seconds),
+        ("luminance-guided, L_rec only (no L_dis)", "compression", rec_only, rec_only_seconds),
     ):
         scores = evaluate(ckpt, stage, args.scenes, "test", SIZE)
         compression_rows.append({
@@ -164,10 +164,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             "encodes and decodes the colour image (stage 1 with the grey image's features); "
             f"PSNR/SSIM against the original on {args.scenes} CapShapes test scenes of "
             f"{SIZE}x{SIZE}. This bounds what any stage-2 sampling can reach. Before training, "
-            "stage 1 decodes exactly as the VAE (zero-initialised projections). Eq. 4 with the "
-            "paper's weights (α = 1 for L_dis; no LPIPS weights offline, so no L_per); the last "
-            "row trains the same stage with L_rec alone, as a diagnostic (the stage-2 rows of "
-            "Table 1 use the Eq. 4 stage).",
+            "stage 1 decodes exactly as the VAE (zero-initialised projections). Eq. 4 with L_dis "
+            "weighted as the release weights it (the gradient-norm ratio of L_rec to L_dis at "
+            "the decoder's last layer, times discriminator.weight = 1, in place of the paper's "
+            "fixed α = 1; no LPIPS weights offline, so no L_per); the last row trains the same "
+            "stage with L_rec alone (discriminator.weight 0), as a diagnostic (the stage-2 rows "
+            "of Table 1 use the Eq. 4 stage).",
             "",
             markdown_table(compression_rows),
         ]),

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from lcad.losses import (
     FeaturePerceptualLoss,
     PatchDiscriminator,
+    adaptive_weight,
     artifact_map,
     discriminator_hinge_loss,
     generator_hinge_loss,
@@ -65,6 +66,19 @@ def test_reconstruction_loss_weights_the_l1_error_by_the_detached_map():
     weight = artifact_map(x, y.detach(), 5)
     grad = -(weight * torch.sign(x - y.detach())) / x.numel()  # d/dy of mean |M (x - y)|
     torch.testing.assert_close(y.grad, grad.expand_as(x), atol=1e-9, rtol=1e-5)
+
+
+def test_adaptive_weight_is_the_clamped_detached_ratio_of_gradient_norms():
+    last = torch.tensor([1.0, 2.0, 2.0], requires_grad=True)
+    rec = (3 * last).sum()  # gradient (3, 3, 3): norm 3 sqrt(3)
+    adversarial = (last * last).sum()  # gradient 2 * last: norm 6
+    weight = adaptive_weight(rec, adversarial, last, weight=2.0)
+    assert weight.item() == pytest.approx(2.0 * 3 * 3**0.5 / (6 + 1e-4))
+    assert not weight.requires_grad
+    (rec + weight * adversarial).backward()  # both graphs kept for the loss's own backward
+    torch.testing.assert_close(last.grad, torch.full((3,), 3.0) + weight * 2 * last.detach())
+    flat = (0 * last).sum()  # no adversarial gradient: 3 sqrt(3) / 1e-4, clamped
+    assert adaptive_weight((3 * last).sum(), flat, last).item() == 1e4
 
 
 def test_hinge_losses_and_eq_4():

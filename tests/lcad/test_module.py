@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from chromalab.color import rgb_to_l_ab
+from lcad.losses import generator_hinge_loss, reconstruction_loss
 from lcad.stages import LCADAutoencoderModule, LCADCompressionModule, LCADDiffusionModule
 from tests.lcad.components import TEXT_OPTIONS, TINY_TEXT, TINY_UNET, TINY_VAE
 
@@ -43,7 +44,7 @@ def test_stage_1_each_loss_reaches_only_its_own_network():
     module = LCADCompressionModule(TINY_VAE, lr=1e-4)
     module.load_initial_weights()  # copies the VAE encoder into the luminance encoder
     terms = module.losses(_batch())
-    assert set(terms) == {"rec", "dis", "pixel", "discriminator", "loss"}  # no LPIPS weights
+    assert set(terms) == {"rec", "dis", "d_weight", "pixel", "discriminator", "loss"}  # no LPIPS
     encoder = list(module.autoencoder.luminance_encoder.parameters())
     disc = list(module.discriminator.parameters())
     g = torch.autograd.grad(terms["pixel"], encoder + disc, allow_unused=True)
@@ -65,7 +66,7 @@ def test_stage_1_perceptual_loss_falls_back_to_a_named_feature_network(caplog):
     assert "not LPIPS" in caplog.text and "resnet10t" in caplog.text and "RANDOM" in caplog.text
     terms = module.losses(_batch())
     assert terms["per"] > 0
-    expected = terms["rec"] + terms["dis"] + 0.5 * terms["per"]
+    expected = terms["rec"] + terms["d_weight"] * terms["dis"] + 0.5 * terms["per"]
     torch.testing.assert_close(terms["pixel"], expected)
     g = torch.autograd.grad(terms["per"], list(module.autoencoder.luminance_encoder.parameters()),
                             allow_unused=True)  # fmt: skip
@@ -78,6 +79,38 @@ def test_stage_1_discriminator_waits_for_its_start():
     terms = module.losses(_batch())
     assert "dis" not in terms and "discriminator" not in terms
     assert terms["loss"] is terms["pixel"]
+    assert terms["d_weight"] == 0 and torch.equal(terms["pixel"], terms["rec"])
+
+
+def test_stage_1_weights_l_dis_by_the_gradient_norm_ratio_at_the_decoder_s_last_layer():
+    """The release's adaptive weight (ldm/modules/losses/contperceptual.py of
+    changzheng123/L-CAD), recomputed here with the decoder's last weight made trainable."""
+    module = LCADCompressionModule(TINY_VAE, discriminator={"weight": 0.5})
+    module.load_initial_weights()
+    batch = _batch()
+    terms = module.losses(batch)
+    last = module.autoencoder.vae.decoder.conv_out.weight
+    assert not last.requires_grad  # the VAE stays frozen
+    last.requires_grad_(True)
+    x = batch["rgb"] * 2 - 1
+    rec = module.autoencoder(x, batch["l"])
+    (g_rec,) = torch.autograd.grad(reconstruction_loss(x, rec, 7), last, retain_graph=True)
+    (g_dis,) = torch.autograd.grad(generator_hinge_loss(module.discriminator(rec)), last)
+    ratio = g_rec.norm() / (g_dis.norm() + 1e-4)
+    assert 1e-6 < ratio < 1e4  # inside the clamp: the ratio itself
+    torch.testing.assert_close(terms["d_weight"], 0.5 * ratio)
+    assert not terms["d_weight"].requires_grad  # a weight, not a path for gradients
+    torch.testing.assert_close(terms["pixel"], terms["rec"] + 0.5 * ratio * terms["dis"])
+    # L_dis reaches the luminance encoder scaled by the weight
+    encoder = list(module.autoencoder.luminance_encoder.parameters())
+    grads = torch.autograd.grad(terms["pixel"], encoder, retain_graph=True, allow_unused=True)
+    parts = [torch.autograd.grad(terms[k], encoder, retain_graph=True, allow_unused=True)
+             for k in ("rec", "dis")]  # fmt: skip
+    for got, r, d in zip(grads, *parts, strict=True):
+        if got is not None:
+            torch.testing.assert_close(got, r + 0.5 * ratio * d)
+    with torch.no_grad():  # evaluation: no gradients, weight 0 (as the release)
+        assert module.losses(batch)["d_weight"] == 0
 
 
 @pytest.mark.parametrize("trainable", ["paper", "release", "all"])

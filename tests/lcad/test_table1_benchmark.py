@@ -29,10 +29,10 @@ def test_reconstruction_then_table_1(tmp_path, monkeypatch):
     ]  # fmt: skip
     assert all(5 < r["PSNR"] < 60 and r["train steps"] == 2 for r in recon)
     runs = tmp_path / "runs"
-    alpha = LCADCompressionModule.load_from_checkpoint(
+    rec_only = LCADCompressionModule.load_from_checkpoint(
         runs / "compression-rec-only" / "checkpoints" / "last.ckpt"
-    ).hparams.alpha
-    assert alpha == 0 and "α = 0" in md
+    )
+    assert rec_only.discriminator_config.weight == 0 and "discriminator.weight 0" in md
     rows, md = written["lcad_table1"]
     by = {r["model"]: r for r in rows}
     assert list(by) == ["L-CAD", "W/o LIC", "L-CAD (2 steps)", "W/o LIC (2 steps)", "W/o SLR",

@@ -8,9 +8,21 @@ Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
   ``N_win x N_win`` window ``Ω(h, w)`` centred on each pixel. Choices where the paper is silent:
   ``δ`` is the residual averaged over the colour channels (the map has no channel index);
   windows are cut at the image border (the variance of the pixels inside the image, as
-  :func:`torch.nn.functional.avg_pool2d` with ``count_include_pad=False`` gives it); the map is
-  a weight, not a path for gradients (detached, as in LDL, Liang et al., CVPR 2022, which the
-  paper follows); ``N_win = 7`` is LDL's window.
+  :func:`torch.nn.functional.avg_pool2d` with ``count_include_pad=False`` gives it);
+  ``N_win = 7`` is LDL's window (Liang, Zeng, Zhang, "Details or Artifacts: A Locally
+  Discriminative Learning Approach to Realistic Image Super-Resolution", CVPR 2022,
+  arXiv:2203.09195, which the paper follows). The map is detached: the paper applies it "as a
+  weight" to ``L_rec`` and writes no gradient through it. Neither LDL's code
+  (csjliang/LDL, ``basicsr/losses/LDL_loss.py``, used in
+  ``basicsr/models/esrganArtifactsDis_model.py``) nor the release detaches it: there the
+  gradient of ``L_rec`` also flows through ``M``, pushing the residual's local variance down.
+* The release's map (changzheng123/L-CAD, ``get_refined_artifact_map`` in
+  ``ldm/modules/losses/contperceptual.py``, LDL's map without LDL's EMA mask) differs from
+  Eq. 3, which is what is implemented here: its residual is ``Σ_c |δ_c|`` (summed over the
+  channels, absolute), its windows are reflect-padded, its variance is the unbiased one
+  (``/(N_win² - 1)``), and it multiplies the map by a patch-level weight, the variance of that
+  residual over the whole image to the power 1/5. Its ``L_rec`` is
+  ``mean |M ⊙ x̃ - M ⊙ x|`` (as here), and its perceptual weight is 0 (no ``L_per``).
 * ``L_rec = ‖M ⊙ (x - x̃)‖₁``, averaged over pixels and channels.
 * ``L_dis``: the hinge GAN loss of a patch discriminator (:class:`PatchDiscriminator`); the
   generator's term is ``-mean D(x̃)``.
@@ -18,8 +30,10 @@ Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
   :class:`FeaturePerceptualLoss`, the distance of channel-normalised features of a configurable
   timm network (LPIPS's form with equal layer weights), from a local weight file or, for
   plumbing runs, random weights (said in the log: then it is no perceptual measure).
-* Eq. 4: ``L_pix = L_rec + α L_dis + β L_per`` with ``α = 1``, ``β = 0.5``
-  (:func:`pixel_loss`).
+* Eq. 4: ``L_pix = L_rec + α L_dis + β L_per`` with ``β = 0.5`` (:func:`pixel_loss`). The
+  paper gives ``α = 1``; the release weights ``L_dis`` adaptively
+  (:func:`adaptive_weight`, its ``disc_weight`` of 1 in place of the paper's ``α``), as
+  :class:`lcad.stages.LCADCompressionModule` does.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ from torch import Tensor, nn
 __all__ = [
     "FeaturePerceptualLoss",
     "PatchDiscriminator",
+    "adaptive_weight",
     "artifact_map",
     "discriminator_hinge_loss",
     "generator_hinge_loss",
@@ -60,7 +75,8 @@ def artifact_map(target: Tensor, output: Tensor, window: int = 7) -> Tensor:
 
 
 def reconstruction_loss(target: Tensor, output: Tensor, window: int = 7) -> Tensor:
-    """``L_rec = mean |M ⊙ (x - x̃)|`` with the artifact map ``M`` of Eq. 3 (detached)."""
+    """``L_rec = mean |M ⊙ (x - x̃)|`` with the artifact map ``M`` of Eq. 3, detached (a weight;
+    the release and LDL let the gradient through it: see the module's notes)."""
     with torch.no_grad():
         weight = artifact_map(target, output, window)
     return (weight * (target.float() - output.float())).abs().mean()
@@ -76,16 +92,33 @@ def generator_hinge_loss(fake: Tensor) -> Tensor:
     return -fake.float().mean()
 
 
+def adaptive_weight(
+    rec: Tensor, adversarial: Tensor, last_layer: Tensor, weight: float = 1.0
+) -> Tensor:
+    """The weight of the generator's adversarial term as the release computes it (Esser,
+    Rombach, Ommer, "Taming Transformers for High-Resolution Image Synthesis", CVPR 2021,
+    arXiv:2012.09841, §3.1; changzheng123/L-CAD, ``calculate_adaptive_weight`` in
+    ``ldm/modules/losses/contperceptual.py``, applied to its artifact-weighted ``L_rec``):
+    ``weight * ‖∇_W rec‖ / (‖∇_W adversarial‖ + 1e-4)``, clamped to ``[0, 1e4]`` and detached,
+    with ``W`` = ``last_layer`` (the decoder's last weight). The graphs of both losses are kept
+    for their own backward pass."""
+    (rec_grad,) = torch.autograd.grad(rec, last_layer, retain_graph=True)
+    (adversarial_grad,) = torch.autograd.grad(adversarial, last_layer, retain_graph=True)
+    ratio = rec_grad.float().norm() / (adversarial_grad.float().norm() + 1e-4)
+    return ratio.clamp(0.0, 1e4).detach() * weight
+
+
 def pixel_loss(
     rec: Tensor,
     dis: Tensor | None,
     per: Tensor | None,
-    alpha: float = 1.0,
+    alpha: float | Tensor = 1.0,
     beta: float = 0.5,
 ) -> Tensor:
-    """Eq. 4: ``L_rec + α L_dis + β L_per`` (a missing term counts 0)."""
+    """Eq. 4: ``L_rec + α L_dis + β L_per`` (a missing term counts 0); ``α`` a number or the
+    detached tensor of :func:`adaptive_weight`."""
     total = rec
-    if dis is not None and alpha:
+    if dis is not None:
         total = total + alpha * dis
     if per is not None and beta:
         total = total + beta * per

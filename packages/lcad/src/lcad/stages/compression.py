@@ -16,6 +16,7 @@ from lcad.compression import LuminanceEncoder, LuminanceGuidedAutoencoder
 from lcad.losses import (
     FeaturePerceptualLoss,
     PatchDiscriminator,
+    adaptive_weight,
     discriminator_hinge_loss,
     generator_hinge_loss,
     pixel_loss,
@@ -27,29 +28,50 @@ __all__ = ["DiscriminatorConfig", "LCADCompressionModule"]
 
 logger = logging.getLogger(__name__)
 
+#: The weight at which the adversarial weight compares gradients: the decoder's last layer (the
+#: release's ``get_last_layer``, ``decoder.conv_out.weight``), in the autoencoder's names.
+LAST_LAYER = "vae.decoder.conv_out.weight"
+
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """The patch discriminator of ``L_dis`` (Eq. 4) and when it starts.
+    """The patch discriminator of ``L_dis`` (Eq. 4), its weight and when it starts.
 
     Args:
-        start: optimizer steps before ``L_dis`` and the discriminator start.
+        start: optimizer steps before ``L_dis`` and the discriminator start (the release's
+            ``disc_start``: its factor is 0 before).
         channels, layers: the patch discriminator (:class:`lcad.losses.PatchDiscriminator`).
         lr: the discriminator's learning rate (default: the module's ``lr``).
+        weight: the release's ``disc_weight`` (1), multiplying the adaptive weight of
+            ``L_dis`` (:func:`lcad.losses.adaptive_weight`); it takes the place of the paper's
+            ``α = 1``. 0 leaves ``L_dis`` and the discriminator out (``L_rec`` alone).
     """
 
     start: int = 0
     channels: int = 64
     layers: int = 3
     lr: float | None = None
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.start < 0:
             raise ValueError(f"discriminator start must be >= 0, got {self.start}")
+        if self.weight < 0:
+            raise ValueError(f"discriminator weight must be >= 0, got {self.weight}")
 
 
 class LCADCompressionModule(ImageMetrics, ColorizationTask):
     """Stage 1 (§3.2): the luminance encoder, trained with Eq. 4 on a frozen VAE.
+
+    ``L_dis`` is weighted as the authors' release weights it (changzheng123/L-CAD,
+    ``LPIPSWithDiscriminator`` in ``ldm/modules/losses/contperceptual.py``, after Esser et al.'s
+    VQGAN): by ``discriminator.weight`` (the release's ``disc_weight``, 1; the paper's ``α``)
+    times ``‖∇_W L_rec‖ / (‖∇_W L_dis‖ + 1e-4)``, clamped to ``[0, 1e4]`` and detached, where
+    ``W`` is the decoder's last weight (:data:`LAST_LAYER`), from ``discriminator.start`` on
+    (:func:`lcad.losses.adaptive_weight`). The VAE stays frozen: ``W`` enters the forward pass
+    as a detached copy that takes gradients, only to measure the two norms. Where gradients are
+    off (evaluation) the weight is 0, as in the release. ``L_rec`` is Eq. 3's (the release's
+    artifact map differs: :mod:`lcad.losses`).
 
     The generator (luminance encoder) and the patch discriminator take their steps together
     from one backward pass: the generator's adversarial term reads the discriminator through
@@ -64,8 +86,9 @@ class LCADCompressionModule(ImageMetrics, ColorizationTask):
             the VAE's weights from.
         copy_encoder: start the luminance encoder from the VAE encoder's weights.
         window: ``N_win`` of the artifact map (Eq. 3; the paper gives none: LDL's 7).
-        alpha, beta: Eq. 4's weights of ``L_dis`` and ``L_per`` (1, 0.5).
-        discriminator: the patch discriminator and its start (:class:`DiscriminatorConfig`).
+        beta: Eq. 4's weight of ``L_per`` (0.5).
+        discriminator: the patch discriminator, the weight of ``L_dis`` and its start
+            (:class:`DiscriminatorConfig`).
         perceptual_network, perceptual_weights: without LPIPS weights, ``L_per`` is the
             feature distance of this timm network (:class:`lcad.losses.FeaturePerceptualLoss`)
             with these local weights (none: random weights, for plumbing). With neither,
@@ -84,7 +107,6 @@ class LCADCompressionModule(ImageMetrics, ColorizationTask):
         vae_from: str | None = None,
         copy_encoder: bool = True,
         window: int = 7,
-        alpha: float = 1.0,
         beta: float = 0.5,
         discriminator: DiscriminatorConfig = DiscriminatorConfig(),  # noqa: B008 (frozen)
         perceptual_network: str | None = None,
@@ -153,21 +175,31 @@ class LCADCompressionModule(ImageMetrics, ColorizationTask):
         return to_image(self.autoencoder(to_model(rgb), l))
 
     def losses(self, batch: dict) -> dict[str, Tensor]:
-        """``rec``, ``dis`` and ``per`` of Eq. 4 (the last two when active), ``pixel`` (Eq. 4),
+        """``rec``, ``dis`` and ``per`` of Eq. 4 (the last two when active), ``d_weight`` (the
+        adaptive weight of ``dis``, 0 before ``discriminator.start``), ``pixel`` (Eq. 4),
         ``discriminator`` (its hinge loss, when active) and ``loss`` (what is minimised)."""
-        hp = self.hparams
+        hp, config = self.hparams, self.discriminator_config
         x = to_model(batch["rgb"])
-        rec = self.autoencoder(x, batch["l"])
+        adversarial = self.global_step >= config.start and config.weight != 0
+        adaptive = adversarial and torch.is_grad_enabled()
+        if adaptive:  # the decoder's last weight as a leaf of its own (the VAE stays frozen)
+            last = self.autoencoder.get_parameter(LAST_LAYER).detach().requires_grad_()
+            rec = torch.func.functional_call(self.autoencoder, {LAST_LAYER: last},
+                                             (x, batch["l"]))  # fmt: skip
+        else:
+            rec = self.autoencoder(x, batch["l"])
         terms = {"rec": reconstruction_loss(x, rec, hp.window)}
-        adversarial = self.global_step >= self.discriminator_config.start and hp.alpha != 0
+        terms["d_weight"] = rec.new_zeros((), dtype=torch.float32)
         if adversarial:
             frozen = {n: p.detach() for n, p in self.discriminator.named_parameters()}
             fake = torch.func.functional_call(self.discriminator, frozen, (rec,))
             terms["dis"] = generator_hinge_loss(fake)
+            if adaptive:
+                terms["d_weight"] = adaptive_weight(terms["rec"], terms["dis"], last, config.weight)
         if self.perceptual is not None and hp.beta:
             terms["per"] = self.perceptual(rec.float(), x).mean()
         terms["pixel"] = pixel_loss(terms["rec"], terms.get("dis"), terms.get("per"),
-                                    hp.alpha, hp.beta)  # fmt: skip
+                                    terms["d_weight"], hp.beta)  # fmt: skip
         terms["loss"] = terms["pixel"]
         if adversarial:
             real, fake = self.discriminator(x), self.discriminator(rec.detach())
