@@ -5,6 +5,11 @@ The models are made in diffusers' layout with random weights, then written under
 (ldm's ``UNetModel``, ``Encoder``/``Decoder``, the release's ``Gray_Encoder``). The names are
 this file's own reading of ldm's module structure; that diffusers' converter consumes them and
 rebuilds the same models is part of what the tests check.
+
+Beside the weights, the checkpoint holds every persistent buffer the release's model classes
+can save (changzheng123/L-CAD: ``DDPM.register_schedule``, ``logvar`` and ``scale_factor`` in
+``ldm/models/diffusion/ddpm.py``, ``LitEma`` in ``ldm/modules/ema.py``, the text model's
+``position_ids``): :func:`ldm_buffers`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import Tensor
 
 from lcad.compression import LuminanceEncoder
@@ -161,6 +166,50 @@ def ldm_grey(encoder: LuminanceEncoder, latent_channels: int) -> dict[str, Tenso
     return out
 
 
+def ldm_schedule(schedule: dict) -> dict[str, Tensor]:
+    """ldm's noise-schedule buffers (``DDPM.register_schedule``: its "linear" schedule, linear
+    in ``sqrt(beta)``, ``v_posterior`` 0) for a diffusers ``scaled_linear`` schedule, computed
+    in float64 and stored in float32 as ldm does; transcribed from their definitions (Ho, Jain,
+    Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020, arXiv:2006.11239, Eq. 4,
+    6-7)."""
+    n, start, end = (schedule[k] for k in ("num_train_timesteps", "beta_start", "beta_end"))
+    betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+    alphas = 1 - betas
+    bar = torch.cumprod(alphas, 0)
+    bar_prev = torch.cat((torch.ones(1, dtype=torch.float64), bar[:-1]))
+    variance = betas * (1 - bar_prev) / (1 - bar)
+    buffers = {
+        "betas": betas,
+        "alphas_cumprod": bar,
+        "alphas_cumprod_prev": bar_prev,
+        "sqrt_alphas_cumprod": bar.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1 - bar).sqrt(),
+        "log_one_minus_alphas_cumprod": (1 - bar).log(),
+        "sqrt_recip_alphas_cumprod": bar.rsqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1 / bar - 1).sqrt(),
+        "posterior_variance": variance,
+        "posterior_log_variance_clipped": variance.clamp_min(1e-20).log(),
+        "posterior_mean_coef1": betas * bar_prev.sqrt() / (1 - bar),
+        "posterior_mean_coef2": (1 - bar_prev) * alphas.sqrt() / (1 - bar),
+    }
+    return {k: v.float() for k, v in buffers.items()}
+
+
+def ldm_buffers(schedule: dict, text_positions: int) -> dict[str, Tensor]:
+    """Every persistent buffer of the release's ``ControlLDM_cat`` beside the weights: the
+    schedule's (:func:`ldm_schedule`), ``logvar`` (zeros: ``learn_logvar`` off),
+    ``scale_factor`` (a buffer with ``scale_by_std``), ``model_ema.decay`` and
+    ``model_ema.num_updates`` (``use_ema``), the text model's ``position_ids``."""
+    n = schedule["num_train_timesteps"]
+    return ldm_schedule(schedule) | {
+        "logvar": torch.zeros(n),
+        "scale_factor": torch.tensor(0.18215),
+        "model_ema.decay": torch.tensor(0.9999),
+        "model_ema.num_updates": torch.tensor(0, dtype=torch.int32),
+        "cond_stage_model.transformer.embeddings.position_ids": torch.arange(text_positions)[None],
+    }
+
+
 def tiny_release(folder: Path, text: CaptionEncoder) -> tuple[Path, dict]:
     """Write ``folder/lcad.ckpt`` (a Lightning-style ``{"state_dict": ...}``) and return it
     with the source models: ``vae``, ``unet`` (4 input channels), ``extension`` (the extra
@@ -186,15 +235,7 @@ def tiny_release(folder: Path, text: CaptionEncoder) -> tuple[Path, dict]:
     state |= {f"first_stage_model.g_encoder.{k}": v for k, v in ldm_grey(grey, latent).items()}
     state |= {f"cond_stage_model.transformer.{k}": v.clone()
               for k, v in text.model.state_dict().items()}  # fmt: skip
-    ddpm = DDPMScheduler(**schedule)
-    alphas = ddpm.alphas_cumprod
-    state |= {
-        "betas": ddpm.betas.clone(),
-        "alphas_cumprod": alphas.clone(),
-        "alphas_cumprod_prev": torch.cat((torch.ones(1), alphas[:-1])),
-        "sqrt_alphas_cumprod": alphas.sqrt(),
-        "sqrt_one_minus_alphas_cumprod": (1 - alphas).sqrt(),
-    }
+    state |= ldm_buffers(schedule, text.model.config.max_position_embeddings)
     path = folder / "lcad.ckpt"
     torch.save({"state_dict": state, "global_step": 1}, path)
     sources = {"vae": vae, "unet": unet, "extension": extension, "grey": grey,

@@ -14,7 +14,14 @@ from diffusers.loaders.single_file_utils import (
 from chromalab.text_models import EMBEDDED_TEXT_ENCODER
 from lcad.pipeline import LCADPipeline
 from lcad.text import CaptionEncoder
-from lcad.weights import component_configs, convert_released, load_released, save_pipeline
+from lcad.weights import (
+    IGNORED_BUFFERS,
+    SCHEDULE_BUFFERS,
+    component_configs,
+    convert_released,
+    load_released,
+    save_pipeline,
+)
 from tests.lcad.components import TEXT_OPTIONS
 from tests.lcad.release import TINY_RELEASE, tiny_release
 
@@ -40,12 +47,37 @@ def _load(path, **changes):
     return path.with_name("changed.ckpt")
 
 
-def test_every_key_is_consumed(release):
-    path, sources, _ = release
+def test_every_key_is_consumed_or_a_listed_buffer(release):
+    """The fixture holds every persistent buffer of the release's model classes."""
+    path, sources, module = release
     state = sources["state"]
     parts = convert_released(state, TINY_RELEASE)
-    assert parts.consumed == set(state)
+    assert parts.consumed | parts.ignored == set(state)
+    assert parts.ignored == set(IGNORED_BUFFERS) == {"logvar", "model_ema.decay",
+                                                     "model_ema.num_updates"}  # fmt: skip
+    assert len(SCHEDULE_BUFFERS) == 12 and set(SCHEDULE_BUFFERS) <= parts.consumed
+    assert {"scale_factor", "cond_stage_model.transformer.embeddings.position_ids"} <= (
+        parts.consumed
+    )
+    assert parts.scaling_factor == pytest.approx(0.18215)
+    assert module.autoencoder.scaling_factor == pytest.approx(0.18215)
     assert any(k.startswith("first_stage_model.g_encoder.down.") for k in parts.consumed)
+
+
+def test_the_checkpoint_s_buffers_are_checked_or_used(release):
+    path, sources, _ = release
+    state = sources["state"]
+    for name in SCHEDULE_BUFFERS:  # each one against the config's schedule
+        with pytest.raises(ValueError, match=f"'{name}' differs"):
+            convert_released(state | {name: state[name] * 1.01 + 1e-3}, TINY_RELEASE)
+    # the latent scale of a scale_by_std model is its buffer, not the config's
+    module = load_released(_load(path, scale_factor=torch.tensor(0.25)), EMBEDDED_TEXT_ENCODER,
+                           config=TINY_RELEASE, **TEXT)  # fmt: skip
+    assert module.autoencoder.vae.config.scaling_factor == 0.25
+    # EMA copies of the weights are not listed: an error that names them
+    ema = {"model_ema.diffusion_modelout2bias": state["model.diffusion_model.out.2.bias"]}
+    with pytest.raises(ValueError, match="(?s)model_ema.diffusion_modelout2bias.*EMA"):
+        convert_released(state | ema, TINY_RELEASE)
 
 
 def test_the_stable_diffusion_part_converts_as_diffusers_does(release):
@@ -121,8 +153,10 @@ def test_the_release_tensors_land_where_they_belong(release):
 def test_conversion_errors_name_the_keys(release):
     path, sources, _ = release
     load = lambda p: load_released(p, EMBEDDED_TEXT_ENCODER, config=TINY_RELEASE, **TEXT)  # noqa: E731
-    with pytest.raises(ValueError, match="control_model.extra.weight"):
+    with pytest.raises(ValueError, match="no part of L-CAD consumes: control_model.extra.weight"):
         load(_load(path, **{"control_model.extra.weight": torch.zeros(3)}))
+    with pytest.raises(ValueError, match="consumes: logvars"):  # a near miss of a listed name
+        load(_load(path, logvars=torch.zeros(3)))
     with pytest.raises(ValueError, match="(?s)UNet.*Missing key.*conv_out.bias"):
         load(_load(path, **{"model.diffusion_model.out.2.bias": None}))
     bad = torch.zeros(7, 3, 3, 3)

@@ -19,15 +19,23 @@ The release is a ``ControlLDM_cat`` model of the ldm/ControlNet code base (its c
   :class:`lcad.compression.LuminanceEncoder`. Its output head (``norm_out``, ``conv_out``) is
   never used by the release and is dropped;
 * ``cond_stage_model.transformer.*``: the CLIP ViT-L/14 text model (loaded into the caption
-  encoder when given);
-* the noise schedule's buffers (``betas``, ``alphas_cumprod``, ...), checked against the
-  schedule of the config.
+  encoder when given); its ``position_ids`` buffer (persistent in transformers before 4.31) is
+  an index, not a weight: consumed, not loaded;
+* the persistent buffers of ldm's ``DDPM``/``LatentDiffusion`` (``ldm/models/diffusion/
+  ddpm.py`` of the release), each listed here with what the conversion does with it:
+  :data:`SCHEDULE_BUFFERS` (``register_schedule``: the noise schedule, every one checked
+  against the config's schedule), ``scale_factor`` (a buffer only with ``scale_by_std``: the
+  latent scale, taken as the VAE's ``scaling_factor``) and :data:`IGNORED_BUFFERS`
+  (``logvar``, ``model_ema.decay``, ``model_ema.num_updates``: dropped). ``lvlb_weights`` is
+  not persistent and never saved; ``model_ema``'s copies of the weights (``use_ema``; the
+  release trains without, ``use_ema: False``) are not converted and are errors.
 
 The Stable Diffusion parts are converted by diffusers' own single-file utilities
 (``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint``, ``convert_ldm_clip_checkpoint``
 and the ``create_*_diffusers_config_from_ldm`` configurations); the grey encoder goes through
 the VAE encoder's conversion (same architecture), its zero convolutions renamed here. Keys that
-no part consumes, and keys a part lacks or has in another shape, raise an error naming them.
+no part consumes and no list above names, and keys a part lacks or has in another shape, raise
+an error naming them.
 Nothing is downloaded: the checkpoint is a local file, read with ``weights_only``.
 
     from lcad.weights import load_released
@@ -59,10 +67,14 @@ from torch import Tensor, nn
 from lcad.stages import LCADDiffusionModule
 
 __all__ = [
+    "IGNORED_BUFFERS",
     "RELEASE_CONFIG",
+    "SCALE_BUFFER",
+    "SCHEDULE_BUFFERS",
     "ReleasedWeights",
     "component_configs",
     "convert_released",
+    "ldm_schedule",
     "load_released",
     "save_pipeline",
 ]
@@ -73,13 +85,22 @@ UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 GREY = "first_stage_model.g_encoder."
 TEXT = "cond_stage_model.transformer."
-#: ldm's noise-schedule buffers (``DDPM.register_schedule``): functions of ``betas``.
+#: ldm's noise-schedule buffers (``DDPM.register_schedule``), all functions of ``betas``
+#: (:func:`ldm_schedule`): each one a checkpoint holds is checked against the config's schedule.
 SCHEDULE_BUFFERS = (
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
     "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
-    "posterior_mean_coef1", "posterior_mean_coef2", "scale_factor",
+    "posterior_mean_coef1", "posterior_mean_coef2",
 )  # fmt: skip
+#: ldm's latent scale: a buffer only with ``scale_by_std`` (set from the data at the start of
+#: training); when present it is the VAE's ``scaling_factor`` (ldm reads it, not the config's).
+SCALE_BUFFER = "scale_factor"
+#: Persistent buffers that no part of L-CAD uses, dropped: ``DDPM.logvar`` (the per-timestep
+#: log-variance of ldm's training loss, ``loss / exp(logvar) + logvar``: zeros unless
+#: ``learn_logvar``; Eq. 6 is the plain MSE) and the bookkeeping of ``LitEma``
+#: (``ldm/modules/ema.py``, with ``use_ema``).
+IGNORED_BUFFERS = ("logvar", "model_ema.decay", "model_ema.num_updates")
 
 #: The parts of the release's ``cldm_v15_ehdecoder.yaml`` the conversion reads, in its layout:
 #: Stable Diffusion v1.5 (UNet 320 channels, multipliers 1-2-4-4, attention at 4-2-1, 8 heads,
@@ -127,9 +148,13 @@ RELEASE_CONFIG: dict[str, Any] = {
 class ReleasedWeights(dict):
     """The converted parts, ``{part: state dict}`` for ``vae``, ``luminance_encoder``, ``unet``
     (diffusers names, ``conv_in.extension.weight`` the extra input channels) and ``text``
-    (empty when the checkpoint has no text model), with ``consumed``: the checkpoint keys used."""
+    (empty when the checkpoint has no text model), with ``consumed``: the checkpoint keys used
+    or checked, ``ignored``: those dropped (:data:`IGNORED_BUFFERS`), and ``scaling_factor``:
+    the checkpoint's latent scale (:data:`SCALE_BUFFER`), or ``None``."""
 
     consumed: set[str]
+    ignored: set[str]
+    scaling_factor: float | None
 
 
 def _read_config(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -234,22 +259,63 @@ def convert_released(
     consumed |= _consumed(text_state, parts["text"])
 
     present = [name for name in SCHEDULE_BUFFERS if name in state]
-    if present:
-        _check_schedule(state, schedule)
-        consumed |= set(present)
-    unused = sorted(set(state) - consumed)
+    _check_schedule(state, schedule)
+    consumed |= set(present)
+    parts.scaling_factor = None
+    if SCALE_BUFFER in state:
+        parts.scaling_factor = float(state[SCALE_BUFFER])
+        consumed.add(SCALE_BUFFER)
+    parts.ignored = {name for name in IGNORED_BUFFERS if name in state}
+    unused = sorted(set(state) - consumed - parts.ignored)
     if unused:
         more = f", ... ({len(unused)} in all)" if len(unused) > 20 else ""
         shown = ", ".join(unused[:20]) + more
-        raise ValueError(f"keys of the checkpoint that no part of L-CAD consumes: {shown}")
+        ema = any(k.startswith("model_ema.") for k in unused)
+        hint = " (model_ema.*: EMA copies of the weights, which are not converted)" if ema else ""
+        raise ValueError(f"keys of the checkpoint that no part of L-CAD consumes: {shown}{hint}")
     parts.consumed = consumed
     return parts
 
 
+def ldm_schedule(schedule: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The buffers of :data:`SCHEDULE_BUFFERS` (float64) for the noise schedule ``schedule``
+    (:class:`diffusers.DDPMScheduler` arguments): from its ``betas``, the DDPM quantities of Ho,
+    Jain, Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020 (arXiv:2006.11239,
+    Eq. 4, 6-7), with the posterior variance ``β̃_t`` (ldm's ``v_posterior`` 0) and its log
+    clipped at 1e-20, as ldm registers them."""
+    betas = DDPMScheduler(**schedule).betas.double()
+    alphas = 1 - betas
+    bar = torch.cumprod(alphas, 0)
+    bar_prev = torch.cat((bar.new_ones(1), bar[:-1]))
+    variance = betas * (1 - bar_prev) / (1 - bar)
+    return {
+        "betas": betas,
+        "alphas_cumprod": bar,
+        "alphas_cumprod_prev": bar_prev,
+        "sqrt_alphas_cumprod": bar.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1 - bar).sqrt(),
+        "log_one_minus_alphas_cumprod": torch.log1p(-bar),
+        "sqrt_recip_alphas_cumprod": bar.rsqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1 / bar - 1).sqrt(),
+        "posterior_variance": variance,
+        "posterior_log_variance_clipped": variance.clamp_min(1e-20).log(),
+        "posterior_mean_coef1": betas * bar_prev.sqrt() / (1 - bar),
+        "posterior_mean_coef2": (1 - bar_prev) * alphas.sqrt() / (1 - bar),
+    }
+
+
 def _check_schedule(state: Mapping[str, Tensor], schedule: dict[str, Any]) -> None:
-    ours = DDPMScheduler(**schedule)
-    for name, value in (("betas", ours.betas), ("alphas_cumprod", ours.alphas_cumprod)):
-        if name in state and not torch.allclose(state[name].double(), value.double(), atol=1e-6):
+    """Every schedule buffer of ``state`` against :func:`ldm_schedule` (float32 storage: a
+    relative tolerance of 1e-4)."""
+    present = [name for name in SCHEDULE_BUFFERS if name in state]
+    if not present:
+        return
+    ours = ldm_schedule(schedule)
+    for name in present:
+        value, expected = state[name].double(), ours[name]
+        if value.shape != expected.shape or not torch.allclose(
+            value, expected, rtol=1e-4, atol=1e-7
+        ):
             raise ValueError(
                 f"the checkpoint's {name!r} differs from the config's schedule {schedule}: give "
                 "the release's config (linear_start, linear_end, timesteps)"
@@ -296,6 +362,8 @@ def load_released(
     state = checkpoint.get("state_dict", checkpoint)
     parts = convert_released(state, config)
     vae_config, unet_config, schedule = component_configs(config)
+    if parts.scaling_factor is not None:  # scale_by_std: the checkpoint's own latent scale
+        vae_config["scaling_factor"] = parts.scaling_factor
     text = {"encoder": text_encoder, "subfolder": text_subfolder, "pretrained": text_pretrained}
     text |= options.pop("text", None) or {}
     settings = dict(
