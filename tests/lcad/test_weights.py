@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
@@ -191,3 +191,30 @@ def test_the_converted_release_saves_as_a_pipeline_folder(release, tmp_path):
     expected = module.colorize_rgb(l, ["a red circle"], steps=2, generators=seeded())
     got = pipe(l, ["a red circle"], num_inference_steps=2, generator=seeded()).images
     assert torch.equal(got, expected)
+
+
+def test_the_converted_pipeline_s_ddim_is_the_release_s(release, tmp_path):
+    """The release samples with ldm's DDIM on Stable Diffusion v1.5's schedule
+    (``make_ddim_timesteps``: 50 uniform steps shifted by one, 981 to 1; the last step's previous
+    alpha is ``alphas_cumprod[0]``), diffusers' DDIM with ``steps_offset=1,
+    set_alpha_to_one=False``; the saved folder and a round trip through another solver keep it."""
+    path, _, module = release
+    saved = save_pipeline(path, tmp_path / "pipe", EMBEDDED_TEXT_ENCODER, config=TINY_RELEASE,
+                          **TEXT)  # fmt: skip
+    folder = LCADPipeline.from_pretrained(saved)
+    round_trip = module.pipeline().use_scheduler("dpm++").use_scheduler("ddim")
+    for pipe in (module.pipeline(), folder, round_trip):
+        scheduler = pipe.scheduler
+        assert isinstance(scheduler, DDIMScheduler)
+        assert not scheduler.config.clip_sample
+        scheduler.set_timesteps(50)
+        assert scheduler.timesteps.tolist() == list(range(981, 0, -20))
+        bar = scheduler.alphas_cumprod
+        torch.manual_seed(0)
+        x, eps = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4)
+        x0 = (x - (1 - bar[1]).sqrt() * eps) / bar[1].sqrt()
+        expected = bar[0].sqrt() * x0 + (1 - bar[0]).sqrt() * eps  # the step from t = 1 to x_0
+        torch.testing.assert_close(scheduler.step(eps, 1, x).prev_sample, expected)
+        x0 = (x - (1 - bar[21]).sqrt() * eps) / bar[21].sqrt()
+        expected = bar[1].sqrt() * x0 + (1 - bar[1]).sqrt() * eps  # 21 to 1
+        torch.testing.assert_close(scheduler.step(eps, 21, x).prev_sample, expected)

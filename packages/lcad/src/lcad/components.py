@@ -24,6 +24,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
 __all__ = [
+    "SD_SAMPLING",
+    "SD_SCHEDULE",
     "Component",
     "build",
     "load_pretrained",
@@ -42,6 +44,12 @@ SD_SCHEDULE = {
     "beta_schedule": "scaled_linear",
     "prediction_type": "epsilon",
 }
+#: Stable Diffusion v1.5's sampling settings on that schedule (its ``scheduler/`` folder), the
+#: ones of ldm's DDIM, with which the authors' release samples (``make_ddim_timesteps`` and
+#: ``make_ddim_sampling_parameters`` in ``ldm/modules/diffusionmodules/util.py``): timesteps
+#: shifted by one (981, 961, ..., 1 for 50 steps) and ``alphas_cumprod[0]``, not 1, as the last
+#: step's previous alpha; no clipping of the predicted sample.
+SD_SAMPLING = {"steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False}
 
 
 def _subfolder(path: str, name: str) -> str | None:

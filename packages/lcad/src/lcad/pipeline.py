@@ -130,11 +130,14 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
 }
 
 
-#: What a scheduler's configuration says of the noise schedule itself (carried from one
-#: scheduler to another; each solver's own settings are not).
+#: What a scheduler's configuration says of the noise schedule itself and of its ends (carried
+#: from one scheduler to another; each solver's own settings are not): ``steps_offset`` and
+#: ``set_alpha_to_one`` make DDIM Stable Diffusion's and the release's (timesteps 981 to 1,
+#: ``alphas_cumprod[0]`` after the last; :data:`lcad.components.SD_SAMPLING`).
 SCHEDULE_KEYS = (
     "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
     "prediction_type", "steps_offset", "timestep_spacing", "rescale_betas_zero_snr",
+    "set_alpha_to_one",
 )  # fmt: skip
 
 

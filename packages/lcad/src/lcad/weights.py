@@ -64,6 +64,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from torch import Tensor, nn
 
+from lcad.components import SD_SAMPLING
 from lcad.stages import LCADDiffusionModule
 
 __all__ = [
@@ -170,8 +171,10 @@ def component_configs(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The diffusers configurations of the release's VAE and UNet (diffusers'
     ``create_*_diffusers_config_from_ldm``), and its noise schedule
-    (:class:`diffusers.DDPMScheduler` arguments), from the release's config (a YAML file, its
-    dict, or ``None``: :data:`RELEASE_CONFIG`)."""
+    (:class:`diffusers.DDPMScheduler` arguments) with Stable Diffusion's sampling settings
+    (:data:`lcad.components.SD_SAMPLING`: the DDIM of converted pipelines is ldm's, with which
+    the release samples), from the release's config (a YAML file, its dict, or ``None``:
+    :data:`RELEASE_CONFIG`)."""
     original = _read_config(config)
     params = original["model"]["params"]
     ddconfig = params["first_stage_config"]["params"]["ddconfig"]
@@ -187,7 +190,7 @@ def component_configs(
         "beta_end": float(params.get("linear_end", 0.012)),
         "beta_schedule": "scaled_linear",  # ldm's "linear" schedule: linear in sqrt(beta)
         "prediction_type": "epsilon",
-    }
+    } | SD_SAMPLING
     return vae, unet, schedule
 
 
@@ -283,7 +286,7 @@ def ldm_schedule(schedule: Mapping[str, Any]) -> dict[str, Tensor]:
     Jain, Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020 (arXiv:2006.11239,
     Eq. 4, 6-7), with the posterior variance ``β̃_t`` (ldm's ``v_posterior`` 0) and its log
     clipped at 1e-20, as ldm registers them."""
-    betas = DDPMScheduler(**schedule).betas.double()
+    betas = DDPMScheduler.from_config(dict(schedule)).betas.double()
     alphas = 1 - betas
     bar = torch.cumprod(alphas, 0)
     bar_prev = torch.cat((bar.new_ones(1), bar[:-1]))
