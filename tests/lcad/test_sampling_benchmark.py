@@ -1,6 +1,8 @@
 """Smoke test of ``benchmarks/lcad_sampling.py`` on the tiny config (random weights): every
-table's rows are measured; the counts are the samplers' own, the paper's two-call guidance
-gives the batched result, and the edit raises the attention inside the masks."""
+table's rows are measured; the counts are the samplers' own, compared with the release's
+DDIM, which batches the guided rows into one UNet call per step (ldm's ``p_sample_ddim``) as the
+pipeline does; guidance split into two calls gives the batched result, and the edit raises the
+attention inside the masks."""
 
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ def test_every_table_is_measured(monkeypatch):
                     "--sd-calls", "1"])  # fmt: skip
     rows = written["rows"]
     solvers = {r["sampler"] + r["guidance"]: r for r in rows if r["table"] == "solvers"}
-    paper = solvers["DDIM-8two calls (paper)"]
-    ours = solvers["DDIM-8batched (ours)"]
-    dpm = solvers["DPM-Solver++-4batched (ours)"]
-    assert (paper["UNet calls per image"], ours["UNet calls per image"]) == (16, 8)
-    assert dpm["UNet calls per image"] == 4 and dpm["fewer calls than paper"] == 4
-    assert paper["UNet evaluations per image"] == ours["UNet evaluations per image"] == 16
-    assert ours["PSNR vs DDIM-8 (dB)"] > 60  # one batched call computes what two calls do
+    release = solvers["DDIM-8batched (release, ours)"]
+    split = solvers["DDIM-8two calls"]
+    dpm = solvers["DPM-Solver++-4batched (release, ours)"]
+    assert (release["UNet calls per image"], split["UNet calls per image"]) == (8, 16)
+    assert release["UNet evaluations per image"] == split["UNet evaluations per image"] == 16
+    # DPM-Solver++ at 4 steps: 4 calls of 2 rows against the release's 8 of 2 rows
+    assert (dpm["UNet calls per image"], dpm["UNet evaluations per image"]) == (4, 8)
+    assert dpm["fewer evaluations than release"] == 2
+    assert release["fewer evaluations than release"] == split["fewer evaluations than release"] == 1
+    assert split["PSNR vs DDIM-8 (dB)"] > 60  # two calls compute what one batched call does
     assert 10 < dpm["PSNR vs DDIM-8 (dB)"] < 100
     instances = [r for r in rows if r["table"] == "instance"]
     assert len(instances) == 4 and instances[0]["time vs plain"] == 1
@@ -39,6 +44,7 @@ def test_every_table_is_measured(monkeypatch):
         assert row["mask mass after edit"] > row["mask mass before edit"]
         assert 0 <= row["caption consistency"] <= 1
     sd = [r for r in rows if r["table"] == "sd-unet"]
-    assert [r["UNet calls per image"] for r in sd] == [100, 50, 10, 15, 20]
+    assert [r["UNet calls per image"] for r in sd] == [50, 100, 10, 15, 20]
+    assert [r["UNet evaluations per image"] for r in sd] == [100, 100, 20, 30, 40]
     assert all(r["s/image (extrapolated)"] > 0 for r in sd)
     assert "Instance-aware sampling" in written["md"]
