@@ -1,6 +1,6 @@
 """L-CAD sampling, measured side by side: the release's setting against ours, and the cost and
 effect of instance-aware sampling (Chang et al., NeurIPS 2023, "L-CAD: Language-based
-Colorization with Any-level Descriptions using Diffusion Priors", arXiv:2310.15277, §3.4).
+Colorization with Any-level Descriptions using Diffusion Priors", arXiv:2305.15217, §3.4).
 
 Three tables, every row measured in the same run:
 

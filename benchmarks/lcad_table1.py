@@ -1,5 +1,5 @@
 """Table 1 of Chang et al. (NeurIPS 2023), "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors" (arXiv:2310.15277), on CapShapes: the model, W/o LIC and
+Descriptions using Diffusion Priors" (arXiv:2305.15217), on CapShapes: the model, W/o LIC and
 W/o SLR, with caption consistency per description level.
 
 Every stage is trained with the real ``lcad fit`` entry point on the CapShapes configs

@@ -1,4 +1,4 @@
-"""L-CAD (Chang et al., NeurIPS 2023, arXiv:2310.15277) on the chromalab core and diffusers:
+"""L-CAD (Chang et al., NeurIPS 2023, arXiv:2305.15217) on the chromalab core and diffusers:
 language-based colorization with any-level descriptions using a Stable Diffusion prior.
 
 The pipeline's own model classes are exported here: diffusers finds a saved

@@ -1,7 +1,7 @@
 """Instance-aware sampling (L-CAD §3.4, Algorithm 1) through diffusers attention processors.
 
 Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2305.15217).
 
 At a sampling step, Algorithm 1 runs the UNet once and reads, at every cross-attention layer
 ``l``, the pre-softmax attention logits ``M_l^att`` of each coloured phrase's tokens; it takes one

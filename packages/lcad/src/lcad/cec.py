@@ -1,7 +1,7 @@
 """Channel-extended convolutions (L-CAD §3.3, Eq. 5) on a diffusers ``UNet2DConditionModel``.
 
 Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2305.15217).
 
 Eq. 5 extends a convolution's input with ``N_ext`` channels of resized luminance features
 ``ȳ^lum``: ``f' = W_fix * f + W_ext * ȳ^lum`` (one convolution over the concatenated channels),

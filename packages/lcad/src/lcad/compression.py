@@ -2,7 +2,7 @@
 features guide the frozen VAE decoder from the latent space back to pixels.
 
 Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2305.15217).
 
 * :class:`LuminanceEncoder` has the architecture of the VAE's encoder (it is built from
   diffusers' :class:`~diffusers.models.autoencoders.vae.Encoder` with the VAE's configuration) and

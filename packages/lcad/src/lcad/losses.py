@@ -1,7 +1,7 @@
 """The pixel-space losses of L-CAD's luminance-guided compression (§3.2, Eq. 3-4).
 
 Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2305.15217).
 
 * Eq. 3, the artifact map: ``M_hw = Σ_{p∈Ω(h,w)} ((δ_p - μ)/N_win)²`` with
   ``μ = Σ_{p∈Ω(h,w)} δ_p / N_win²``, i.e. the variance of the residual ``δ = x - x̃`` over the

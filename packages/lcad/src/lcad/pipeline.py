@@ -1,7 +1,7 @@
 """``LCADPipeline``: L-CAD sampling (§3.3-3.4) as a diffusers ``DiffusionPipeline``.
 
 Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2305.15217).
 
 One call colorizes a batch of grey images, one caption each, in the steps of diffusers'
 pipelines (:meth:`LCADPipeline.__call__`):

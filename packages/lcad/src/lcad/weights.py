@@ -1,7 +1,7 @@
 """The authors' released L-CAD checkpoint, converted into this package's ``cec: first`` model.
 
 Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2305.15217).
 
 The release is a ``ControlLDM_cat`` model of the ldm/ControlNet code base (its config
 ``cldm_v15_ehdecoder.yaml``). Its Lightning checkpoint holds, in ldm names:

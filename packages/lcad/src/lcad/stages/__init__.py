@@ -1,7 +1,7 @@
 """L-CAD's LightningModules, one file per training stage.
 
 Chang, Weng, Zhang, Li, Li, Shi, "L-CAD: Language-based Colorization with Any-level
-Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2310.15277).
+Descriptions using Diffusion Priors", NeurIPS 2023 (arXiv:2305.15217).
 
 * :class:`LCADAutoencoderModule` (stage 0, not in the paper; :mod:`lcad.stages.autoencoder`): a
   VAE trained from scratch for the CPU configurations, where no Stable Diffusion weights exist.
