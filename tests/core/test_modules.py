@@ -1,5 +1,5 @@
-"""``chromalab.modules``: the ranks' shares of the prior's training batches, and the staged
-evaluation hooks."""
+"""``chromalab.modules``: Adam with step decay, the ranks' shares of the prior's training
+batches, and the staged evaluation hooks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,44 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from chromalab.data import ColorizationDataModule
-from chromalab.modules import rank_shard
+from chromalab.modules import StepDecayAdam, adam_step_decay, rank_shard
+
+ADAM = {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 1e-4, "step_size": 2, "gamma": 0.5}
+
+
+def test_step_decay_adam_decays_every_step_size_steps() -> None:
+    weight = torch.nn.Parameter(torch.ones(3))
+    groups = [{"params": [weight]}, {"params": [torch.nn.Parameter(torch.ones(1))], "lr": 0.1}]
+    configured = adam_step_decay(groups, StepDecayAdam(**ADAM))
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert configured["lr_scheduler"]["interval"] == "step"
+    assert optimizer.defaults["betas"] == (0.9, 0.99) and optimizer.defaults["weight_decay"] == 1e-4
+    rates = []
+    for _ in range(5):
+        rates += [group["lr"] for group in optimizer.param_groups]
+        optimizer.step()
+        scheduler.step()
+    expected = [1e-3, 0.1, 1e-3, 0.1, 5e-4, 0.05, 5e-4, 0.05, 2.5e-4, 0.025]
+    assert rates == pytest.approx(expected)
+    with pytest.raises(TypeError, match="StepDecayAdam"):
+        adam_step_decay([weight], ADAM)
+
+
+def test_step_decay_adam_checks_its_fields() -> None:
+    assert StepDecayAdam(**{**ADAM, "betas": [0.5, 0.9]}).betas == (0.5, 0.9)  # from YAML
+    for field, value, message in [
+        ("lr", 0.0, "lr must be > 0"),
+        ("lr", float("nan"), "lr must be > 0"),
+        ("betas", (0.9, 1.0), r"betas must be two numbers in \[0, 1\)"),
+        ("betas", (-0.1, 0.9), "betas must be two"),
+        ("betas", (0.9,), "betas must be two"),
+        ("weight_decay", -1e-3, "weight_decay must be >= 0"),
+        ("step_size", 0, "step_size must be >= 1"),
+        ("step_size", 2.5, "step_size must be an integer"),
+        ("gamma", 0.0, "gamma must be > 0"),
+    ]:
+        with pytest.raises(ValueError, match=f"optimizer.{message}"):
+            StepDecayAdam(**{**ADAM, field: value})
 
 
 def test_rank_shard_splits_the_training_order_between_ranks() -> None:

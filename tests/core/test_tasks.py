@@ -1,8 +1,10 @@
 """The task base of every paper module (:mod:`chromalab.tasks`), on a boring task: the configure
-hooks, nested configurations stored as plain data, initial vs restored weights, per-step seeds."""
+hooks, nested configurations stored as plain data, the flat hyper-parameters of earlier versions,
+initial vs restored weights, per-step seeds."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -10,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from chromalab.tasks import ColorizationTask, as_config
+from chromalab.tasks import ColorizationTask, as_config, nest_flat_hparams
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,62 @@ def test_overrides_at_load_reach_one_field_of_a_nested_configuration(tmp_path):
     assert loaded.hparams.network == {"width": 4, "depth": 5} and loaded.hparams.lr == 0.3
     with pytest.raises(ValueError, match="'lr' is not a configuration"):
         BoringTask.load_with_overrides(path, {"lr.x": 1})
+
+
+class FlatBefore(BoringTask):
+    """A boring task whose earlier version took the network's fields flat (``width``,
+    ``depth``, and ``layers`` for today's ``network.depth``)."""
+
+    moved_hparams = {"width": ("network", "width"), "layers": ("network", "depth")}
+
+
+def test_flat_hyper_parameters_move_into_their_configurations():
+    moved = FlatBefore.moved_hparams
+    flat = {"width": 3, "layers": 2, "lr": 0.5}
+    assert nest_flat_hparams(flat, moved) == {"network": {"width": 3, "depth": 2}, "lr": 0.5}
+    nested = {"network": {"width": 3, "depth": 2}, "lr": 0.5}
+    assert nest_flat_hparams(nested, moved) == nested  # today's form: unchanged
+    assert nest_flat_hparams({"width": 3, "network": {"depth": 2}}, moved) == {
+        "network": {"width": 3, "depth": 2}
+    }
+    with pytest.raises(ValueError, match="'width' and network.width are both given"):
+        nest_flat_hparams({"width": 3, "network": {"width": 4}}, moved)
+    with pytest.raises(ValueError, match="not a configuration"):
+        nest_flat_hparams({"width": 3, "network": 4}, moved)
+    assert FlatBefore.moved_arguments(flat) == {"network": {"width": 3, "depth": 2}}
+    assert FlatBefore.moved_arguments(nested) == {}
+
+
+def _flat_checkpoint(tmp_path):
+    """A checkpoint of :class:`FlatBefore` as its earlier, flat version saved it."""
+    task = FlatBefore(network=BoringNetwork(width=4, depth=2), lr=0.2)
+    trainer = _fit(task, tmp_path)
+    path = tmp_path / "flat.ckpt"
+    trainer.save_checkpoint(path)
+    blob = torch.load(path, weights_only=True)
+    blob["hyper_parameters"] = {"width": 4, "layers": 2, "lr": 0.2, "init_from": None, "seed": 0}
+    torch.save(blob, path)
+    return task, path
+
+
+def test_checkpoints_and_folders_of_the_flat_version_still_load(tmp_path):
+    task, path = _flat_checkpoint(tmp_path)
+    loaded = FlatBefore.load_from_checkpoint(path)
+    assert loaded.hparams.network == {"width": 4, "depth": 2} and loaded.hparams.lr == 0.2
+    torch.testing.assert_close(loaded.layer.weight, task.layer.weight)
+    # arguments given to the load still win, and a dotted override reaches one field
+    given = FlatBefore.load_from_checkpoint(path, network={"width": 4, "depth": 7}, lr=0.9)
+    assert given.hparams.network == {"width": 4, "depth": 7} and given.hparams.lr == 0.9
+    again = FlatBefore.load_with_overrides(path, {"network.depth": 5})
+    assert again.hparams.network == {"width": 4, "depth": 5}
+    # a save_pretrained folder whose config.json is flat
+    task.save_pretrained(tmp_path / "folder")
+    config = tmp_path / "folder" / "config.json"
+    config.write_text(json.dumps({"width": 4, "layers": 2, "lr": 0.2, "seed": 0}))
+    folder = FlatBefore.from_pretrained(tmp_path / "folder")
+    assert folder.hparams.network == {"width": 4, "depth": 2} and folder.restored
+    # without moved_hparams the flat keys would be dropped silently (depth back to 1)
+    assert BoringTask.load_from_checkpoint(path).hparams.network == {"width": 4, "depth": 1}
 
 
 def test_step_seeds_follow_the_step_batch_and_rank(monkeypatch):

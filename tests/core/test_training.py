@@ -7,12 +7,14 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import pytest
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, TensorDataset
 
+from chromalab.tasks import ColorizationTask, as_config
 from chromalab.training import (
     AtomicCheckpointIO,
     RandomStates,
@@ -135,6 +137,60 @@ def test_typed_model_options_win_over_the_checkpoint(tmp_path):
     typed = validate(f"--config={config}", "--model.scale", "2.5")
     assert typed.model.hparams.scale == 2.5  # typed on the command line: wins
     assert typed.trainer.callback_metrics["val/out"] is not None
+
+
+@dataclass(frozen=True)
+class _Output:
+    scale: float = 1.0
+    shift: float = 0.0
+
+
+class _NestedScaled(ColorizationTask):
+    """:class:`_Scaled` with its scale in a nested configuration; its earlier version took
+    ``scale`` and ``shift`` flat."""
+
+    moved_hparams = {"scale": ("output", "scale"), "shift": ("output", "shift")}
+
+    def __init__(self, features: int = 3, output: _Output = _Output()) -> None:  # noqa: B008
+        super().__init__()
+
+    def configure_models(self) -> None:
+        self.layer = torch.nn.Linear(self.hparams.features, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).mean()
+
+    def validation_step(self, batch, batch_idx):
+        output = as_config(_Output, self.hparams.output)
+        self.log("val/out", self.layer(batch[0]).mean() * output.scale + output.shift)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_checkpoints_of_a_flat_earlier_version_load_through_ckpt_path(tmp_path):
+    common = ["--trainer.accelerator=cpu", "--trainer.logger=false",
+              "--trainer.enable_progress_bar=false",
+              f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    fit = run_lightning_cli(
+        _NestedScaled, _TrainData, ["fit", *common, "--trainer.max_steps=1",
+                                    "--model.output.scale=4"]
+    )  # fmt: skip
+    assert fit.model.hparams.output == {"scale": 4.0, "shift": 0.0}
+    ckpt = tmp_path / "flat.ckpt"
+    fit.trainer.save_checkpoint(ckpt)
+    blob = torch.load(ckpt, weights_only=True)
+    hparams = blob["hyper_parameters"]
+    hparams.update(hparams.pop("output"))  # as the flat version saved them
+    torch.save(blob, ckpt)
+
+    def validate(*extra):
+        args = ["validate", *common, f"--ckpt_path={ckpt}", *extra]
+        return run_lightning_cli(_NestedScaled, _Data, args).model.hparams.output
+
+    assert validate() == {"scale": 4.0, "shift": 0.0}
+    # a field typed on the command line wins and keeps the checkpoint's other fields
+    assert validate("--model.output.shift", "2") == {"scale": 4.0, "shift": 2.0}
 
 
 def test_trainers_write_checkpoints_atomically(tmp_path):

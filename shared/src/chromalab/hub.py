@@ -23,7 +23,7 @@ from typing import Any
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
-__all__ = ["STATE_FILE", "HubMixin", "is_hub_folder", "load_module"]
+__all__ = ["STATE_FILE", "HubMixin", "is_hub_folder", "load_module", "read_config"]
 
 #: The module's non-tensor state (its ``on_save_checkpoint`` entries), as JSON.
 STATE_FILE = "chromalab_state.json"
@@ -44,6 +44,14 @@ def _file(model_id: str, name: str, required: bool, **download: Any) -> Path | N
         if required:
             raise
         return None
+
+
+def read_config(model_id: str | Path, **download: Any) -> dict[str, Any]:
+    """The ``config.json`` (the constructor arguments) of a ``save_pretrained`` folder or Hub
+    repository; ``download``: ``hf_hub_download``'s options (``revision``, ``token``, ...)."""
+    path = _file(str(model_id), constants.CONFIG_NAME, True, **download)
+    assert path is not None  # required
+    return json.loads(path.read_text())
 
 
 class HubMixin(

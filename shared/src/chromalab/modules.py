@@ -1,7 +1,8 @@
 """What the packages' LightningModules share: an Adam schedule, class rebalancing and the
 caption metrics of CapShapes scenes.
 
-* :func:`adam_step_decay`: Adam with a step-decayed learning rate, in the form Lightning's
+* :class:`StepDecayAdam` and :func:`adam_step_decay`: Adam with a step-decayed learning rate
+  (the ``optimizer`` argument of CIC and film_color), in the form Lightning's
   ``configure_optimizers`` returns.
 * :class:`ClassRebalancing`: a LightningModule mixin that sets the class-rebalancing weights of
   Zhang, Isola, Efros, "Colorful Image Colorization", ECCV 2016 (arXiv:1603.08511), Eq. 5-6,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,31 +35,85 @@ from chromalab.metrics.perceptual import psnr_ssim_metrics
 from chromalab.rebalance import estimate_prior, load_prior, rebalance_weights
 
 __all__ = [
+    "FLAT_OPTIMIZER_HPARAMS",
     "ClassRebalancing",
     "ImageMetrics",
     "SceneCaptionMetrics",
     "StagedEvaluation",
+    "StepDecayAdam",
     "adam_step_decay",
     "rank_shard",
 ]
 
 
+@dataclass(frozen=True)
+class StepDecayAdam:
+    """Adam whose learning rate is multiplied by ``gamma`` every ``step_size`` optimizer steps
+    (:func:`adam_step_decay`). The modules that take it (``CICModule``, ``FilmColorModule``)
+    each have their own default instance; in a config file ``optimizer: {lr: 1.0e-3}`` (or
+    ``--model.optimizer.lr 1e-3``) changes one field and keeps that module's other defaults.
+
+    Args:
+        lr: the learning rate (> 0).
+        betas: Adam's decay rates of the first and second moments, each in ``[0, 1)``.
+        weight_decay: Adam's L2 penalty (>= 0).
+        step_size: optimizer steps between two decays of the rate (>= 1).
+        gamma: the factor of each decay (> 0; 1 keeps the rate constant).
+    """
+
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    step_size: int
+    gamma: float
+
+    def __post_init__(self) -> None:
+        betas = tuple(float(b) for b in self.betas)  # a list from YAML or JSON
+        object.__setattr__(self, "betas", betas)
+        if not self.lr > 0:
+            raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {self.betas}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+        if isinstance(self.step_size, bool) or int(self.step_size) != self.step_size:
+            raise ValueError(f"optimizer.step_size must be an integer, got {self.step_size!r}")
+        if self.step_size < 1:
+            raise ValueError(f"optimizer.step_size must be >= 1, got {self.step_size}")
+        object.__setattr__(self, "step_size", int(self.step_size))
+        if not self.gamma > 0:
+            raise ValueError(f"optimizer.gamma must be > 0, got {self.gamma}")
+
+
+#: Where the flat Adam hyper-parameters of earlier CIC and film_color checkpoints went: flat
+#: name -> (argument, field of :class:`StepDecayAdam`), for
+#: :attr:`chromalab.tasks.ColorizationTask.moved_hparams`.
+FLAT_OPTIMIZER_HPARAMS: dict[str, tuple[str, str]] = {
+    "lr": ("optimizer", "lr"),
+    "betas": ("optimizer", "betas"),
+    "weight_decay": ("optimizer", "weight_decay"),
+    "lr_step_size": ("optimizer", "step_size"),
+    "lr_gamma": ("optimizer", "gamma"),
+}
+
+
 def adam_step_decay(
-    parameters: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], hparams: Any
+    parameters: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], settings: StepDecayAdam
 ) -> dict[str, Any]:
     """Adam with a step-decayed learning rate, as Lightning's ``configure_optimizers`` returns it.
 
     ``parameters`` are parameters or Adam parameter groups (a group's own ``lr`` overrides
-    ``hparams.lr`` and decays with the others).
-
-    ``hparams`` supplies ``lr``, ``betas``, ``weight_decay``, and ``lr_step_size`` /
-    ``lr_gamma`` (the rate is multiplied by ``lr_gamma`` every ``lr_step_size`` optimizer steps).
+    ``settings.lr`` and decays with the others); ``settings`` (:class:`StepDecayAdam`) gives
+    the rate, betas and weight decay, and the rate is multiplied by ``settings.gamma`` every
+    ``settings.step_size`` optimizer steps.
     """
+    if not isinstance(settings, StepDecayAdam):
+        raise TypeError(f"settings must be a StepDecayAdam, got {type(settings).__name__}")
     optimizer = torch.optim.Adam(
-        parameters, lr=hparams.lr, betas=tuple(hparams.betas), weight_decay=hparams.weight_decay
+        parameters, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=hparams.lr_step_size, gamma=hparams.lr_gamma
+        optimizer, step_size=settings.step_size, gamma=settings.gamma
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

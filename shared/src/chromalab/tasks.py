@@ -29,22 +29,29 @@ Hyper-parameters are plain data: a dataclass argument (a nested network configur
 stored as a dict of all its fields (a partial dict is completed from the argument's default), so
 checkpoints load with ``torch.load(..., weights_only=True)`` and ``config.json`` stays JSON; the
 task turns it back into its dataclass (:func:`as_config`) where it reads it.
+
+Hyper-parameters that an earlier version of a module took flat and that are now fields of a
+nested configuration are named in its :attr:`~ColorizationTask.moved_hparams`: the checkpoints
+and ``config.json`` files of that version are brought to today's form
+(:func:`nest_flat_hparams`) by ``load_from_checkpoint``, ``from_pretrained``,
+:meth:`~ColorizationTask.load_with_overrides` and the CLI's ``--ckpt_path``.
 """
 
 from __future__ import annotations
 
 import inspect
+import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import lightning.pytorch as pl
 import torch
 
-from chromalab.hub import HubMixin
+from chromalab.hub import HubMixin, read_config
 
-__all__ = ["ColorizationTask", "as_config"]
+__all__ = ["ColorizationTask", "as_config", "nest_flat_hparams"]
 
 ConfigT = TypeVar("ConfigT")
 
@@ -69,6 +76,26 @@ def as_config(
     return cls(**value) if default is None else replace(default, **value)
 
 
+def nest_flat_hparams(
+    hparams: Mapping[str, Any], moved: Mapping[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """``hparams`` with every flat key that ``moved`` names put into its nested configuration:
+    with ``moved = {"lr_step_size": ("optimizer", "step_size")}``, ``{"lr_step_size": 10}``
+    becomes ``{"optimizer": {"step_size": 10}}``. Other keys are kept; hyper-parameters already
+    nested come back unchanged (a copy). A field given both flat and nested is an error."""
+    nested = {key: value for key, value in hparams.items() if key not in moved}
+    for key, (argument, field) in moved.items():
+        if key not in hparams:
+            continue
+        section = nested.get(argument, {})
+        if not isinstance(section, Mapping):
+            raise ValueError(f"{key!r} moves into {argument!r}, which is not a configuration")
+        if field in section:
+            raise ValueError(f"{key!r} and {argument}.{field} are both given")
+        nested[argument] = {**section, field: hparams[key]}
+    return nested
+
+
 class ColorizationTask(pl.LightningModule, HubMixin):
     """A paper's LightningModule: hyper-parameters, the configure hooks, initial vs restored
     weights, per-step seeds, hub-style weights.
@@ -78,12 +105,19 @@ class ColorizationTask(pl.LightningModule, HubMixin):
     :meth:`configure_models`, :meth:`configure_losses` and :meth:`configure_metrics` in turn;
     they read :attr:`hparams`.
 
+    A subclass whose earlier versions took some of today's nested fields as flat arguments names
+    them in :attr:`moved_hparams`, so their checkpoints and weights folders still load.
+
     Args:
         local_files: constructor arguments that name files of this machine only (a metric
             network's local weights, such as ``lpips_weights``): they are kept out of the
             hyper-parameters and so out of checkpoints and ``config.json`` (a checkpoint loads
             where those files are not), and are readable as :attr:`local_files`.
     """
+
+    #: flat hyper-parameters of earlier versions of the module that are now fields of a nested
+    #: configuration: flat name -> (argument, field), e.g. ``{"lr": ("optimizer", "lr")}``
+    moved_hparams: ClassVar[Mapping[str, tuple[str, str]]] = {}
 
     def __init__(self, **local_files: str | None) -> None:
         super().__init__()
@@ -146,6 +180,70 @@ class ColorizationTask(pl.LightningModule, HubMixin):
         super().on_load_checkpoint(checkpoint)
         self.mark_loaded()
 
+    # ------------------------------------------------------------------------- earlier versions
+    @classmethod
+    def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Stored hyper-parameters (a checkpoint's, a ``config.json``) in today's form: the flat
+        keys of :attr:`moved_hparams` put into their nested configurations
+        (:func:`nest_flat_hparams`)."""
+        return nest_flat_hparams(hparams, cls.moved_hparams)
+
+    @classmethod
+    def moved_arguments(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """The nested configurations that ``hparams`` hold in an earlier, flat form, as the
+        constructor takes them today (``{}`` when they hold none)."""
+        arguments = {argument for key, (argument, _) in cls.moved_hparams.items() if key in hparams}
+        if not arguments:
+            return {}
+        upgraded = cls.upgrade_hparams(hparams)
+        return {argument: upgraded[argument] for argument in arguments}
+
+    @classmethod
+    def stored_hparams(cls, path: str | Path) -> dict[str, Any]:
+        """The ``hyper_parameters`` of the Lightning checkpoint ``path`` as stored (tensors
+        memory-mapped, not read)."""
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file of the legacy (not zip) format cannot be memory-mapped
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        return dict(blob.get("hyper_parameters") or {}) if isinstance(blob, Mapping) else {}
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ):
+        """Lightning's ``load_from_checkpoint``; the flat hyper-parameters of a checkpoint of an
+        earlier version (:attr:`moved_hparams`) are given to the constructor nested (``kwargs``
+        still win)."""
+        local = isinstance(checkpoint_path, str | Path) and Path(checkpoint_path).is_file()
+        if cls.moved_hparams and local:
+            try:
+                stored = cls.stored_hparams(checkpoint_path)
+            except pickle.UnpicklingError:  # not plain data: left to Lightning's own load
+                stored = {}
+            kwargs = {**cls.moved_arguments(stored), **kwargs}
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, **kwargs
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any):
+        """``huggingface_hub``'s ``from_pretrained`` (:class:`chromalab.hub.HubMixin`); the flat
+        arguments of a ``config.json`` of an earlier version (:attr:`moved_hparams`) are given
+        to the constructor nested (``kwargs`` still win)."""
+        if cls.moved_hparams:
+            download = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+            config = read_config(
+                pretrained_model_name_or_path, **{k: kwargs[k] for k in download if k in kwargs}
+            )
+            kwargs = {**cls.moved_arguments(config), **kwargs}
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     @classmethod
     def load_with_overrides(
         cls,
@@ -159,8 +257,7 @@ class ColorizationTask(pl.LightningModule, HubMixin):
         overrides = dict(overrides or {})
         dotted = [key for key in overrides if "." in key]
         if dotted:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            stored = checkpoint.get("hyper_parameters", {})
+            stored = cls.upgrade_hparams(cls.stored_hparams(path))
             for key in dotted:
                 top, field = key.split(".", 1)
                 if "." in field:

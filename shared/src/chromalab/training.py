@@ -187,7 +187,9 @@ class CommandLineFirstCLI(LightningCLI):
     0.1`` would silently evaluate at the checkpoint's temperature. Here the options typed on the
     command line are put back after that merge (and each one that differs from the checkpoint is
     logged); values from config files still yield to the checkpoint, so a config written for
-    another model does not break loading.
+    another model does not break loading. The flat hyperparameters of a checkpoint of an earlier
+    version of the module (:attr:`chromalab.tasks.ColorizationTask.moved_hparams`) are merged in
+    today's nested form.
     """
 
     def __init__(self, *args, args_list: Sequence[str] | None = None, **kwargs) -> None:
@@ -208,10 +210,10 @@ class CommandLineFirstCLI(LightningCLI):
         # tests/core/test_training.py fails if a Lightning release stops calling it
         subcommand = self.config.get("subcommand")
         if not subcommand or not self._typed_keys:
-            super()._parse_ckpt_path()
+            self._merge_ckpt_hparams()
             return
         typed = {key: self.config[subcommand]["model"].get(key) for key in self._typed_keys}
-        super()._parse_ckpt_path()
+        self._merge_ckpt_hparams()
         model = self.config[subcommand]["model"]
         for key, value in typed.items():
             if model.get(key) != value:
@@ -220,6 +222,24 @@ class CommandLineFirstCLI(LightningCLI):
                     f"{model.get(key)!r}"
                 )
                 model[key] = value
+
+    def _merge_ckpt_hparams(self) -> None:
+        """LightningCLI's merge of the ``--ckpt_path`` checkpoint's hyperparameters; those of an
+        earlier version of the module, whose flat keys moved into nested configurations
+        (``moved_hparams``), are brought to today's form first (``upgrade_hparams``)."""
+        subcommand = self.config.get("subcommand")
+        moved = getattr(self._model_class, "moved_hparams", None)
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not moved or not ckpt_path or not Path(ckpt_path).is_file():
+            super()._parse_ckpt_path()
+            return
+        hparams = self._model_class.stored_hparams(ckpt_path)
+        if "_class_path" in hparams or not any(key in hparams for key in moved):
+            super()._parse_ckpt_path()  # today's form (or a subclass's): Lightning's own merge
+            return
+        hparams = self._model_class.upgrade_hparams(hparams)
+        hparams.pop("_instantiator", None)
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
 
 def run_lightning_cli(

@@ -51,6 +51,7 @@ from chromalab.modules import (
     ClassRebalancing,
     SceneCaptionMetrics,
     StagedEvaluation,
+    StepDecayAdam,
     adam_step_decay,
 )
 from chromalab.rebalance import pixel_weights
@@ -476,9 +477,11 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
     def configure_optimizers(self):
         """Adam with step decay (:func:`chromalab.modules.adam_step_decay`); the relative-map
         attentions in a group of their own at ``relative_lr_scale * lr`` when that is not 1."""
+        hp = self.hparams
+        settings = StepDecayAdam(hp.lr, hp.betas, hp.weight_decay, hp.lr_step_size, hp.lr_gamma)
         relative = self.network.relative
         if relative is None or self.hparams.relative_lr_scale == 1.0:
-            return adam_step_decay(self.network.parameters(), self.hparams)
+            return adam_step_decay(self.network.parameters(), settings)
         own = {id(p) for p in relative.parameters()}
         rest = [p for p in self.network.parameters() if id(p) not in own]
         groups = [
@@ -488,4 +491,4 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
                 "lr": self.hparams.lr * self.hparams.relative_lr_scale,
             },
         ]
-        return adam_step_decay(groups, self.hparams)
+        return adam_step_decay(groups, settings)
