@@ -21,6 +21,15 @@ interleaved rounds after a warm-up round; each figure is the median over the rou
 
 ``--repeats`` is one count for every model, or ``MODEL=N`` per model (the paper's model in bf16
 takes minutes a step on a CPU without bf16 arithmetic).
+
+``--profile`` times the parts of one fp32 training step of the CapShapes model instead (scenes
+of ``--size`` pixels, patch ``size / 8``, batch 16): the frozen text encoder on the batch's
+captions, the ViT, and the whole step (forward, backward, AdamW) two ways, with the
+counter-colour pass of Eq. 15 run after the first (two text-encoder calls and two passes of the
+grouping blocks, the former code) and stacked under it as one batch of 2B rows (the module's
+``losses``). Results: ``benchmarks/results/lcoins_step_profile.{csv,md}``.
+
+    python benchmarks/lcoins_speed.py --profile [--size 32] [--repeats 10] [--threads 1]
 """
 
 from __future__ import annotations
@@ -143,6 +152,74 @@ def measure(name: str, repeats: int, device: torch.device) -> list[dict[str, obj
     return rows
 
 
+def two_pass_loss(module: LCoInsModule, l: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Eq. 16 with the counter-colour pass run after the first (the former ``losses``)."""
+    from chromalab.color import normalize_ab
+    from lcoins.losses import counter_color_loss, smooth_l1, total_loss
+
+    captions = list(batch["caption"])
+    image = module.network.encode_image(l)
+    out = module.network(l, *module.encode(captions, len(captions)), image=image)
+    swapped, changed = module.counter_captions(captions, 0)
+    other = module.network(l, *module.encode(swapped, len(captions)), image=image, decode=False)
+    counter = counter_color_loss(
+        out.counter_language, out.words, out.counter_groups,
+        other.counter_language, other.words, other.counter_groups,
+    )[changed].mean()  # fmt: skip
+    regression = smooth_l1(out.ab, normalize_ab(batch["ab"]), module.hparams.delta)
+    return total_loss(regression, counter, module.hparams.alpha, module.hparams.beta)
+
+
+def profile(size: int, repeats: int) -> list[dict[str, object]]:
+    """Milliseconds of the parts of one training step of the CapShapes model at ``size``."""
+    settings = MODELS["capshapes"][0] | {
+        "image_size": size,
+    }
+    settings["image_options"] = settings.get("image_options", {}) | {"patch_size": size // 8}
+    batch = scene_batch(size, 16)
+    torch.manual_seed(0)
+    module = LCoInsModule(network=settings).train()
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
+    captions = list(batch["caption"])
+
+    def step(loss_of) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        l = module.training_input(batch, 0)
+        loss_of(l).backward()
+        optimizer.step()
+
+    with torch.no_grad():
+        swapped = module.counter_captions(captions, 0)[0]
+    parts = {
+        "text encoder, 16 captions": lambda: module.network.text_encoder(
+            *module.encode(captions, 16)
+        ),
+        "text encoder, 16 + 16 captions stacked": lambda: module.network.text_encoder(
+            *module.encode(captions + swapped, 32)
+        ),
+        "ViT forward": lambda: module.network.encode_image(batch["l"]),
+        "training step, counter pass after the first": lambda: step(
+            lambda l: two_pass_loss(module, l, batch)
+        ),
+        "training step, counter pass stacked (losses)": lambda: step(
+            lambda l: module.losses(l, batch, 0)["loss"]
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for round_ in range(repeats + 1):  # the first round warms up
+        for name, action in parts.items():
+            start = time.perf_counter()
+            action()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["training step, counter pass after the first"])
+    return [
+        {"part": name, "size": size, "batch": 16, "ms": 1e3 * statistics.median(t),
+         "share of the former step": statistics.median(t) / base}
+        for name, t in times.items()
+    ]  # fmt: skip
+
+
 def per_model_repeats(values: Sequence[str], models: Sequence[str]) -> dict[str, int]:
     """``--repeats`` as a count per model: ``["5"]`` for all, or ``["capshapes=5", ...]``."""
     if len(values) == 1 and "=" not in values[0]:
@@ -160,8 +237,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", nargs="+", default=["5"], help="N, or MODEL=N per model")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true", help="time the parts of a step")
+    parser.add_argument("--size", type=int, default=32, help="--profile: scene side")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.profile:
+        repeats = int(args.repeats[0])
+        rows = profile(args.size, repeats)
+        for row in rows:
+            print(row, flush=True)
+        md = [
+            "# L-CoIns: the parts of a training step",
+            "",
+            f"Machine: {machine_description()}.",
+            "",
+            f"The CapShapes model (`packages/lcoins/configs/capshapes.yaml`: MiniLM-L6 frozen, "
+            f"width 128, 4 grouping blocks, 8 groups) at {args.size} px with patch "
+            f"{args.size // 8}, batch 16, fp32, random weights. Median of {repeats} interleaved "
+            "rounds after one warm-up round. A training step: luminance augmentation, forward, "
+            "smooth-l1, the counter-colour pass, backward, AdamW; the two steps differ only in "
+            "how the counter-colour pass runs (after the first pass, or stacked under it as one "
+            "batch of 32 rows). Share: against the step with the pass after the first.",
+            "",
+            markdown_table(rows),
+        ]
+        csv_path, md_path = write_results("lcoins_step_profile", rows, "\n".join(md))
+        print(f"wrote {csv_path} and {md_path}")
+        return
     device = torch.device(args.device)
     repeats = per_model_repeats(args.repeats, args.models)
     rows = []

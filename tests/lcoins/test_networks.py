@@ -259,3 +259,21 @@ def test_a_cosine_schedule_needs_steps_after_the_warm_up():
     module._trainer = SimpleNamespace(estimated_stepping_batches=10)
     with pytest.raises(ValueError, match="warmup_steps is 10"):
         module.configure_optimizers()
+
+
+def test_decoding_the_first_rows_and_splitting_keep_each_rows_outputs():
+    network = tiny_network().eval()
+    ids, words = network.text_encoder.tokenize(CAPTIONS + CAPTIONS[::-1], "cpu")
+    l = torch.rand(4, 1, 32, 32) * 100
+    whole = network(l, ids, words)
+    first, rest = network(l, ids, words, decode=2).split(2)
+    assert first.ab.shape[0] == 2 and rest.ab is None
+    torch.testing.assert_close(first.ab, whole.ab[:2])
+    for name in ("image_tokens", "language_tokens", "words", "groups", "assignment",
+                 "counter_language", "counter_groups"):  # fmt: skip
+        torch.testing.assert_close(getattr(first, name), getattr(whole, name)[:2], msg=name)
+        torch.testing.assert_close(getattr(rest, name), getattr(whole, name)[2:], msg=name)
+    halves = whole.split(2)
+    torch.testing.assert_close(halves[1].ab, whole.ab[2:])
+    with pytest.raises(ValueError, match="ab covers 2 rows"):
+        network(l, ids, words, decode=2).split(3)

@@ -49,3 +49,13 @@ def test_repeats_per_model():
         assert bench.per_model_repeats(given, models) == {"capshapes": 5, "paper-224": 1}
         with pytest.raises(SystemExit, match="for each of"):
             bench.per_model_repeats(["capshapes=5"], models)
+
+
+def test_the_step_profile_times_both_ways_of_the_counter_pass(monkeypatch):
+    with benchmark_module("lcoins_speed") as bench:
+        monkeypatch.setitem(bench.MODELS, "capshapes", (TINY, 32, 2))
+        rows = bench.profile(32, repeats=1)
+    parts = {row["part"]: row for row in rows}
+    assert parts["training step, counter pass after the first"]["share of the former step"] == 1
+    assert "training step, counter pass stacked (losses)" in parts
+    assert all(row["ms"] > 0 and row["size"] == 32 for row in rows)

@@ -173,23 +173,34 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
     def losses(self, l: Tensor, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         """``regression`` (Eq. 13), ``counter`` (Eq. 15, mean over the samples with a colour
         word; absent when none has one or ``beta`` is 0) and ``loss`` (Eq. 16)."""
-        captions = list(batch["caption"])
+        captions, b = list(batch["caption"]), l.shape[0]
         image = self.network.encode_image(l)  # shared by both passes
-        out = self.network(l, *self.encode(captions, l.shape[0]), image=image)
+        swapped, changed = None, None
+        if self.hparams.beta != 0:
+            swapped, changed = self.counter_captions(captions, batch_idx)
+        if changed is not None and bool(changed.any()):
+            # The counter-colour pass (same image, swapped caption) runs stacked under the
+            # first, as one batch of 2B rows through the text encoder and the grouping blocks,
+            # decoding the first B only. Each row depends on its own inputs alone, so this is
+            # the two passes' maths, in fewer, larger kernels (benchmarks/lcoins_speed.py
+            # --profile measures both ways).
+            ids, words = self.encode(captions + swapped, 2 * b)
+            both = self.network(
+                torch.cat((l, l)), ids, words, image=torch.cat((image, image)), decode=b
+            )
+            out, other = both.split(b)
+        else:
+            out, other = self.network(l, *self.encode(captions, b), image=image), None
         regression = smooth_l1(out.ab, normalize_ab(batch["ab"]), self.hparams.delta)
         terms = {"regression": regression}
         counter = None
-        if self.hparams.beta != 0:
-            swapped, changed = self.counter_captions(captions, batch_idx)
-            if bool(changed.any()):
-                ids, words = self.encode(swapped, l.shape[0])
-                other = self.network(l, ids, words, image=image, decode=False)
-                per_sample = counter_color_loss(
-                    out.counter_language, out.words, out.counter_groups,
-                    other.counter_language, other.words, other.counter_groups,
-                )  # fmt: skip
-                counter = per_sample[changed].mean()
-                terms["counter"] = counter
+        if other is not None:
+            per_sample = counter_color_loss(
+                out.counter_language, out.words, out.counter_groups,
+                other.counter_language, other.words, other.counter_groups,
+            )  # fmt: skip
+            counter = per_sample[changed].mean()
+            terms["counter"] = counter
         terms["loss"] = total_loss(regression, counter, self.hparams.alpha, self.hparams.beta)
         return terms
 

@@ -31,7 +31,7 @@ Ablations of Table 1 that change the network:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -49,8 +49,8 @@ class LCoInsOutput:
     """What :meth:`LCoInsNetwork.forward` returns.
 
     Attributes:
-        ab: predicted ``ab / 110`` ``(B, 2, H, W)`` in ``[-1, 1]`` (Eq. 10); ``None`` from a
-            pass run with ``decode=False``.
+        ab: predicted ``ab / 110`` ``(B_d, 2, H, W)`` in ``[-1, 1]`` (Eq. 10) of the first
+            ``B_d`` rows (every row by default); ``None`` from a pass run with ``decode=False``.
         image_tokens: ``Z_img^{L+1}`` ``(B, N_I, C)``.
         language_tokens: ``Z_lag^{L+1}`` ``(B, N_L, C)``.
         words: ``(B, N_L)``, True at real (not padded) caption tokens.
@@ -72,6 +72,27 @@ class LCoInsOutput:
     grid: tuple[int, int]
     counter_language: Tensor
     counter_groups: Tensor
+
+    def split(self, rows: int) -> tuple[LCoInsOutput, LCoInsOutput]:
+        """The first ``rows`` rows and the others, as two outputs; ``ab`` goes with the rows it
+        covers (a pass run with ``decode=rows`` decoded the first part only)."""
+        if self.ab is not None and self.ab.shape[0] not in (rows, self.words.shape[0]):
+            raise ValueError(f"ab covers {self.ab.shape[0]} rows: cannot split at {rows}")
+
+        def part(first: bool) -> LCoInsOutput:
+            values = {}
+            for field in fields(self):
+                value = getattr(self, field.name)
+                if isinstance(value, Tensor) and field.name != "ab":
+                    value = value[:rows] if first else value[rows:]
+                values[field.name] = value
+            if self.ab is not None and self.ab.shape[0] == self.words.shape[0]:
+                values["ab"] = self.ab[:rows] if first else self.ab[rows:]
+            elif not first:
+                values["ab"] = None
+            return LCoInsOutput(**values)
+
+        return part(True), part(False)
 
 
 class Upsampler(nn.Module):
@@ -292,7 +313,7 @@ class LCoInsNetwork(nn.Module):
         ids: Tensor,
         words: Tensor,
         image: Tensor | None = None,
-        decode: bool = True,
+        decode: bool | int = True,
     ) -> LCoInsOutput:
         """Run L-CoIns on lightness ``l`` ``(B, 1, H, W)`` in ``[0, 100]`` and caption tokens
         ``ids`` ``(B, T)`` with their mask ``words`` ``(B, T)`` (True at real tokens).
@@ -300,13 +321,17 @@ class LCoInsNetwork(nn.Module):
         ``image``: :meth:`encode_image` of ``l`` when already computed (the counter-colour pass
         of §3.7 runs the same image with another caption: the ViT runs once for both, which
         gives the same gradients). ``decode=False`` skips the upsampler (``ab`` is ``None``),
-        for a pass whose colours are not used."""
+        for a pass whose colours are not used; ``decode=n`` decodes the first ``n`` rows only
+        (a batch that stacks such a pass after the rows whose colours are used)."""
         z, layout = self.tokens(l, ids, words, image)
         z = self.transformer(z, layout, words)
         image, language, group = layout.split(z)
         h, w = l.shape[2] // self.patch, l.shape[3] // self.patch
         grid = image.transpose(1, 2).reshape(l.shape[0], -1, h, w)  # F_rsp
-        ab = self.upsampler(grid) if decode else None  # Eq. 10
+        if decode is True:
+            ab = self.upsampler(grid)  # Eq. 10
+        else:
+            ab = self.upsampler(grid[: int(decode)]) if decode else None
         if self.grouping is not None:
             merged, assignment = self.grouping(image, group)  # Eq. 11-12
             counter = self.counter_groups(merged)
