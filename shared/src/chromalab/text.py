@@ -17,7 +17,7 @@ Brown is dark orange, so it has a low-chroma centre and is left out of
 :data:`CHROMATIC_COLORS` (the terms CapShapes paints with).
 
 Captions follow the three description levels of L-CAD (Chang et al., NeurIPS 2023, Sec. 1 and
-3.5, arXiv:2310.15277): *complete* descriptions give the
+3.5, arXiv:2305.15217): *complete* descriptions give the
 colour of every object and of the background, *partial* ones the colours of some objects only,
 and *scarce* ones no colour at all. :func:`random_color_swap` automates the caption-manipulation
 study of FiLM (Manjunatha et al., NAACL 2018, Sec. 3,

@@ -6,7 +6,7 @@ leaf, drop) on a striped or speckled background. Every object gets a colour word
 lightness is drawn independently of the colour, with shading and texture: the grey image alone
 cannot tell the colour of an object, only the caption can. Captions come from
 :func:`chromalab.text.describe_scene` at a level (complete, partial or scarce, as in L-CAD,
-arXiv:2310.15277) drawn with ``level_probs``. Some shapes
+arXiv:2305.15217) drawn with ``level_probs``. Some shapes
 have a canonical colour (:data:`CANONICAL_COLORS`, e.g. hearts are red) used with probability
 ``canonical_prob``, so that a model can also learn a prior for objects the caption leaves out.
 

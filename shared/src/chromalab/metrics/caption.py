@@ -4,7 +4,7 @@
 predicted ab inside the object's mask, classified by its nearest lexicon centre among the
 CapShapes chromatic colours (:data:`chromalab.text.CHROMATIC_COLORS`). Accuracies are reported
 for objects the caption mentions, per description level of L-CAD (Chang et al., NeurIPS 2023,
-arXiv:2310.15277: complete, partial, scarce), and for
+arXiv:2305.15217: complete, partial, scarce), and for
 unmentioned objects whose colour is their shape's canonical one (what a colour prior can get).
 
 :func:`manipulate_batch` and :func:`manipulation_accuracy` automate the caption-manipulation
