@@ -9,7 +9,11 @@ Nothing in these files is executed: JSON and safetensors only, no pickle. Loadin
 missing or unexpected tensors, a missing file or an unreadable safetensors file are errors that
 name them. State that is not a tensor nor a constructor argument (film_color's caption
 vocabulary) is what the module's ``on_save_checkpoint`` writes, kept as JSON in
-``chromalab_state.json`` and given back to its ``on_load_checkpoint``. A loaded module is marked
+``chromalab_state.json`` and given back to its ``on_load_checkpoint``. Frozen pretrained parts
+that a module loads from their own source (lcoins' MiniLM text encoder, from its package) are
+kept out of ``model.safetensors`` (:meth:`HubMixin.external_parts`): the folder holds what was
+trained, ``config.json`` names the rest, and loading reads those parts from their source before
+the folder's tensors, still strictly. A loaded module is marked
 restored (:meth:`chromalab.tasks.ColorizationTask.mark_loaded`): a later ``fit`` does not reload
 its pretrained parts or ``init_from`` over it.
 """
@@ -17,6 +21,7 @@ its pretrained parts or ``init_from`` over it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +68,26 @@ class HubMixin(
     """``save_pretrained`` / ``from_pretrained`` for a chromalab task
     (:class:`chromalab.tasks.ColorizationTask`, which has ``mark_loaded``)."""
 
+    def external_parts(self) -> dict[str, Callable[[], None]]:
+        """Frozen pretrained parts kept out of ``model.safetensors``: state-dict key prefix ->
+        the function that loads that part from its own source. None by default; a module whose
+        ``config.json`` names such a part (and which keeps it frozen) lists it here."""
+        return {}
+
     def _save_pretrained(self, save_directory: Path) -> None:
-        super()._save_pretrained(save_directory)
+        external = tuple(self.external_parts())
+        if external:
+            from safetensors.torch import save_file
+
+            tensors = {
+                name: tensor.detach().contiguous().clone()  # clone: no shared storage in the file
+                for name, tensor in self.state_dict().items()
+                if not name.startswith(external)
+            }
+            save_file(tensors, str(Path(save_directory) / constants.SAFETENSORS_SINGLE_FILE),
+                      metadata={"format": "pt"})  # fmt: skip
+        else:
+            super()._save_pretrained(save_directory)
         state: dict[str, Any] = {}
         self.on_save_checkpoint(state)
         if state:
@@ -98,12 +121,37 @@ class HubMixin(
         state_file = _file(model_id, STATE_FILE, False, **download)
         model = cls(**model_kwargs)
         model.on_load_checkpoint({} if state_file is None else json.loads(state_file.read_text()))
+        external = model.external_parts()
         try:
-            load_model(model, str(weights), strict=strict, device=str(map_location))
+            if external:
+                _load_with_external_parts(model, weights, external, strict, str(map_location))
+            else:
+                load_model(model, str(weights), strict=strict, device=str(map_location))
         except SafetensorError as err:
             raise ValueError(f"{weights}: not a readable safetensors file ({err})") from err
         model.mark_loaded()
         return model.eval()
+
+
+def _load_with_external_parts(
+    model: Any, weights: Path, external: dict[str, Callable[[], None]], strict: bool, device: str
+) -> None:
+    """Load ``model``'s external parts from their sources, then the folder's tensors: with
+    ``strict``, every other tensor of the model must be in the file and nothing else."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(weights), device=device)
+    prefixes = tuple(external)
+    expected = {name for name in model.state_dict() if not name.startswith(prefixes)}
+    missing, unexpected = sorted(expected - tensors.keys()), sorted(tensors.keys() - expected)
+    if strict and (missing or unexpected):
+        raise RuntimeError(
+            f"{weights} does not match {type(model).__name__}: missing {missing}, unexpected "
+            f"{unexpected} (parts loaded from their own source: {list(prefixes)})"
+        )
+    for load in external.values():
+        load()
+    model.load_state_dict({k: v for k, v in tensors.items() if k in expected}, strict=False)
 
 
 def is_hub_folder(path: str | Path | None) -> bool:

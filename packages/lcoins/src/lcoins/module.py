@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -145,6 +145,14 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
         if config.text_pretrained:
             load_text_weights(self.network.text_encoder)
             logger.info("text encoder weights loaded from %s", self.network.text_encoder.source)
+
+    def external_parts(self) -> dict[str, Callable[[], None]]:
+        """A frozen pretrained text encoder is loaded from its package, not saved with the
+        trained weights (``save_pretrained``): ``config.json`` names it."""
+        config = self.network_config
+        if not (config.text_pretrained and config.freeze_text_encoder):
+            return {}
+        return {"network.text_encoder.": lambda: load_text_weights(self.network.text_encoder)}
 
     # ------------------------------------------------------------------------- training
     def training_input(self, batch: dict, batch_idx: int) -> Tensor:
