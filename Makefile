@@ -6,6 +6,7 @@
 #   make test-slow  the slow tests (real training runs, large inputs)
 #   make bench      every benchmarks/*.py -> benchmarks/results/
 #   make lint       ruff
+#   make mutants    mutation sweep (mutmut 3), per module with its tests; MODULES="a b" for some
 #   make clean      remove the virtualenv, caches and outputs
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ PACKAGES := $(sort $(dir $(wildcard packages/*/pyproject.toml)))
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-e2e test-slow bench lint format clean
+.PHONY: install demo test test-e2e test-slow bench mutants lint format clean
 
 install: $(STAMP)
 
@@ -57,6 +58,15 @@ test-slow: install
 bench: install
 	@set -e; for script in benchmarks/*.py; do \
 		echo "== $$script"; $(BIN)/python $$script; done
+
+# Mutation sweep: each module (tools/mutation_sweep.py: lcoins-losses, lcad-losses, ...) mutated
+# by mutmut 3 in its own workspace under outputs/mutants/, against the test files that exercise
+# it; prints the score per module. One worker (MUTANT_CHILDREN), the real sources untouched.
+MODULES ?=
+MUTANT_CHILDREN ?= 1
+mutants: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt mutmut==3.8.1
+	$(BIN)/python tools/mutation_sweep.py --max-children $(MUTANT_CHILDREN) $(MODULES)
 
 lint: install
 	$(BIN)/ruff check .

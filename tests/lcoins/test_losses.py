@@ -25,6 +25,16 @@ def test_smooth_l1_is_eq_13():
 def test_smooth_l1_errors():
     with pytest.raises(ValueError, match="differ"):
         smooth_l1(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 3))
+    for delta in (0.0, -1.0):
+        with pytest.raises(ValueError, match=f"delta must be positive, got {delta}"):
+            smooth_l1(torch.zeros(2), torch.ones(2), delta)
+
+
+def test_smooth_l1_defaults_to_the_papers_delta_of_1():
+    """Errors 0.5 and 3: ``½ 0.5²`` inside ``δ = 1``, ``3 - ½`` beyond it (``δ = 2`` would
+    give 0.125 and 4)."""
+    pred, target = torch.tensor([0.5, 3.0]), torch.zeros(2)
+    assert smooth_l1(pred, target).item() == pytest.approx((0.125 + 2.5) / 2)
 
 
 def _similarity(x, words, y):
@@ -87,3 +97,6 @@ def test_the_sign_of_eq_16_rewards_captions_that_match_their_groups():
 def test_total_loss_without_a_counter_term():
     assert total_loss(torch.tensor(0.3), None, 1.0, -1e-4).item() == pytest.approx(0.3)
     assert total_loss(torch.tensor(0.3), torch.tensor(-2.0), 2.0, -0.1).item() == pytest.approx(0.8)
+    assert total_loss(torch.tensor(0.3), torch.tensor(-2.0), 1.0, 0.0).item() == pytest.approx(0.3)
+    # any non-zero beta adds beta times the counter term, beta = 1 too
+    assert total_loss(torch.tensor(0.3), torch.tensor(-2.0), 1.0, 1.0).item() == pytest.approx(-1.7)

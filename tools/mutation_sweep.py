@@ -1,0 +1,175 @@
+"""Mutation sweep (``make mutants``): mutmut 3 on one module at a time, against the test files
+that exercise it, printing the score per module.
+
+mutmut 3 mutates a copy of the sources under ``mutants/`` of the folder it runs in and finds the
+copy through ``./src`` only, so it cannot run from the monorepo's root (sources in
+``shared/src`` and ``packages/*/src``). Each module gets its own workspace,
+``outputs/mutants/<module>/``: ``src/<package>`` (a copy of the package), ``tests/`` (a copy of
+the repository's) and a ``pyproject.toml`` (the root's pytest settings and this module's
+``[tool.mutmut]``). The real sources are never written; the workspace stays after the run, so
+``cd outputs/mutants/<module> && ../../../.venv/bin/mutmut show <mutant>`` shows a survivor.
+
+    python tools/mutation_sweep.py                       # every module
+    python tools/mutation_sweep.py lcoins-losses core-hub  # some (``make mutants MODULES=...``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "outputs" / "mutants"
+MUTMUT = Path(sys.executable).parent / "mutmut"
+
+
+@dataclass(frozen=True)
+class Module:
+    """``files`` of the package in ``root``/src/``package``, swept with ``tests``."""
+
+    root: str
+    package: str
+    files: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+MODULES: dict[str, Module] = {
+    "lcoins-losses": Module(
+        "packages/lcoins", "lcoins", ("losses.py",), ("tests/lcoins/test_losses.py",)
+    ),
+    "lcad-losses": Module("packages/lcad", "lcad", ("losses.py",), ("tests/lcad/test_losses.py",)),
+    "lcoins-grouping": Module(
+        "packages/lcoins", "lcoins", ("grouping.py",), ("tests/lcoins/test_grouping.py",)
+    ),
+    "lcad-pipeline": Module(
+        "packages/lcad",
+        "lcad",
+        ("pipeline.py", "attention.py"),
+        ("tests/lcad/test_pipeline.py", "tests/lcad/test_attention.py"),
+    ),
+    "lcad-cec": Module("packages/lcad", "lcad", ("cec.py",), ("tests/lcad/test_cec.py",)),
+    "core-color": Module(
+        "shared",
+        "chromalab",
+        (
+            "color.py",
+            "metrics/accuracy.py",
+            "metrics/cmf.py",
+            "metrics/colorfulness.py",
+            "metrics/perceptual.py",
+            "metrics/caption.py",
+            "metrics/__init__.py",
+        ),
+        (
+            "tests/core/test_color.py",
+            "tests/core/test_metrics.py",
+            "tests/core/test_caption_metric.py",
+        ),
+    ),  # fmt: skip
+    "core-hub": Module("shared", "chromalab", ("hub.py",), ("tests/core/test_hub.py",)),
+    "core-readers": Module(
+        "shared",
+        "chromalab",
+        ("inference.py", "data/folders.py", "data/records.py"),
+        (
+            "tests/core/test_inference.py",
+            "tests/core/test_folders.py",
+            "tests/core/test_records.py",
+        ),
+    ),  # fmt: skip
+}
+
+#: mutmut's verdicts (its ``status_by_exit_code``) counted as caught.
+CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(name: str, module: Module) -> Path:
+    """A fresh workspace for ``module``."""
+    work = WORK / name
+    if work.exists():
+        shutil.rmtree(work)
+    src = work / "src" / module.package
+    shutil.copytree(ROOT / module.root / "src" / module.package, src,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    mutate = [f"src/{module.package}/{f}" for f in module.files]
+    config = (ROOT / "pyproject.toml").read_text() + (
+        "\n[tool.mutmut]\n"
+        f'source_paths = ["src/{module.package}"]\n'
+        f"only_mutate = {_toml_list(mutate)}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(list(module.tests))}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+    )
+    (work / "pyproject.toml").write_text(config)
+    return work
+
+
+def verdicts(work: Path, module: Module) -> dict[str, str]:
+    """Each mutant's verdict, from mutmut's ``.meta`` files."""
+    from mutmut.stats import status_by_exit_code
+
+    out = {}
+    for f in module.files:
+        meta = work / "mutants" / "src" / module.package / f"{f}.meta"
+        if not meta.is_file():
+            continue
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        out |= {key: status_by_exit_code[code] for key, code in codes.items()}
+    return out
+
+
+def sweep(name: str, module: Module, max_children: int) -> dict:
+    work = prepare(name, module)
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    run = subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children)], cwd=work,
+                         env=env, capture_output=True, text=True)  # fmt: skip
+    minutes = (time.perf_counter() - start) / 60
+    (work / "mutmut-run.log").write_text(run.stdout + run.stderr)
+    found = verdicts(work, module)
+    caught = sum(v in CAUGHT for v in found.values())
+    left = sorted(k for k, v in found.items() if v not in CAUGHT)
+    statuses = {k: found[k] for k in left}
+    return dict(module=name, mutants=len(found), caught=caught, minutes=minutes, left=left,
+                statuses=statuses, returncode=run.returncode, work=work)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--max-children", type=int, default=1)
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}")
+    rows = []
+    for name in args.modules or list(MODULES):
+        print(f"== {name}", flush=True)
+        row = sweep(name, MODULES[name], args.max_children)
+        rows.append(row)
+        if row["returncode"] != 0 or not row["mutants"]:
+            print(f"   mutmut failed (exit {row['returncode']}): {row['work']}/mutmut-run.log")
+        for key in row["left"]:
+            print(f"   {row['statuses'][key]}: {key}")
+        print(f"   {row['caught']}/{row['mutants']} caught in {row['minutes']:.1f} min", flush=True)
+    print("\nmodule                mutants  caught  score  minutes")
+    for r in rows:
+        score = f"{100 * r['caught'] / r['mutants']:.0f}%" if r["mutants"] else "-"
+        print(f"{r['module']:<20}  {r['mutants']:>7}  {r['caught']:>6}  {score:>5}  "
+              f"{r['minutes']:>7.1f}")  # fmt: skip
+    return int(any(r["returncode"] != 0 or not r["mutants"] for r in rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
