@@ -8,6 +8,8 @@ copy through ``./src`` only, so it cannot run from the monorepo's root (sources 
 the repository's) and a ``pyproject.toml`` (the root's pytest settings and this module's
 ``[tool.mutmut]``). The real sources are never written; the workspace stays after the run, so
 ``cd outputs/mutants/<module> && ../../../.venv/bin/mutmut show <mutant>`` shows a survivor.
+A module can sweep some functions of a file only (``functions``): in the workspace's copy, every
+other function's header gets mutmut's ``# pragma: no mutate block``.
 
     python tools/mutation_sweep.py                       # every module
     python tools/mutation_sweep.py lcoins-losses core-hub  # some (``make mutants MODULES=...``)
@@ -22,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,12 +34,14 @@ MUTMUT = Path(sys.executable).parent / "mutmut"
 
 @dataclass(frozen=True)
 class Module:
-    """``files`` of the package in ``root``/src/``package``, swept with ``tests``."""
+    """``files`` of the package in ``root``/src/``package``, swept with ``tests``; of the files
+    named in ``functions``, only those functions (qualified names: ``Class.method``)."""
 
     root: str
     package: str
     files: tuple[str, ...]
     tests: tuple[str, ...]
+    functions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 MODULES: dict[str, Module] = {
@@ -48,11 +52,25 @@ MODULES: dict[str, Module] = {
     "lcoins-grouping": Module(
         "packages/lcoins", "lcoins", ("grouping.py",), ("tests/lcoins/test_grouping.py",)
     ),
-    "lcad-pipeline": Module(
+    # the guidance and the sampling loop of pipeline.py (its input checks, masks and tokens aside)
+    "lcad-guidance": Module(
         "packages/lcad",
         "lcad",
-        ("pipeline.py", "attention.py"),
-        ("tests/lcad/test_pipeline.py", "tests/lcad/test_attention.py"),
+        ("pipeline.py",),
+        ("tests/lcad/test_pipeline.py",),
+        {
+            "pipeline.py": (
+                "make_scheduler",
+                "edit_mode",
+                "LCADPipeline.denoise_step",
+                "LCADPipeline.prepare_latents",
+                "LCADPipeline.__call__",
+            )
+        },
+    ),  # fmt: skip
+    # Algorithm 1's edit of the cross-attention
+    "lcad-attention": Module(
+        "packages/lcad", "lcad", ("attention.py",), ("tests/lcad/test_attention.py",)
     ),
     "lcad-cec": Module("packages/lcad", "lcad", ("cec.py",), ("tests/lcad/test_cec.py",)),
     "core-color": Module(
@@ -90,6 +108,52 @@ MODULES: dict[str, Module] = {
 CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
 
 
+PRAGMA = "# pragma: no mutate block"
+
+
+def only_functions(path: Path, keep: tuple[str, ...]) -> None:
+    """Mark every function of ``path`` but ``keep`` (and what they nest) not to be mutated."""
+    import libcst as cst
+
+    class Mark(cst.CSTTransformer):
+        def __init__(self) -> None:
+            self.scope: list[str] = []
+            self.kept: set[str] = set()
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+            self.scope.append(node.name.value)
+            return True
+
+        def leave_ClassDef(self, original, updated):
+            self.scope.pop()
+            return updated
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            self.scope.append(node.name.value)
+            return False  # nested functions go with their function
+
+        def leave_FunctionDef(self, original, updated):
+            name = ".".join(self.scope)
+            self.scope.pop()
+            if name in keep:
+                self.kept.add(name)
+                return updated
+            header = updated.body.header
+            old = header.comment.value + "  " if header.comment else ""
+            comment = cst.Comment(old + PRAGMA)
+            gap = cst.SimpleWhitespace("  ")
+            body = updated.body.with_changes(
+                header=header.with_changes(whitespace=gap, comment=comment)
+            )
+            return updated.with_changes(body=body)
+
+    mark = Mark()
+    tree = cst.parse_module(path.read_text()).visit(mark)
+    if missing := set(keep) - mark.kept:
+        raise ValueError(f"{path}: no function {sorted(missing)}")
+    path.write_text(tree.code)
+
+
 def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
@@ -103,6 +167,8 @@ def prepare(name: str, module: Module) -> Path:
     shutil.copytree(ROOT / module.root / "src" / module.package, src,
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, keep in module.functions.items():
+        only_functions(src / name, keep)
     mutate = [f"src/{module.package}/{f}" for f in module.files]
     config = (ROOT / "pyproject.toml").read_text() + (
         "\n[tool.mutmut]\n"

@@ -3,12 +3,21 @@ transcription of the paper's equations, and the group tokens as the only image-l
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from lcoins.grouping import GroupingAttention, GroupingLayer, TokenLayout
+import lcoins.grouping
+from lcoins.grouping import (
+    GroupingAttention,
+    GroupingBlock,
+    GroupingLayer,
+    GroupingTransformer,
+    TokenLayout,
+)
 from tests.lcoins.components import tiny_network
 
 LAYOUT = TokenLayout(images=5, words=4, groups=3)
@@ -59,8 +68,13 @@ def test_grouping_attention_matches_a_transcription_of_eq_6_to_9():
         torch.testing.assert_close(out[b], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_padded_caption_tokens_change_no_image_or_group_token():
-    attn = GroupingAttention(width=8, heads=2)
+@pytest.mark.parametrize(
+    ("attention", "group_slots"),
+    [("grouping", "modalities"), ("grouping", "joint"), ("full", "modalities")],
+)
+def test_padded_caption_tokens_change_no_image_or_group_token(attention, group_slots):
+    """Whatever the attention: a padded caption token is no key of any other token."""
+    attn = GroupingAttention(width=8, heads=2, attention=attention, group_slots=group_slots)
     x = torch.randn(1, LAYOUT.total, 8)
     words = torch.tensor([[True, True, False, False]])
     other = x.clone()
@@ -79,6 +93,89 @@ def test_joint_group_slots_attend_to_both_modalities_in_one_softmax():
     inner = _softmax_attention(q[9:], k[9:], v[9:])
     outer = _softmax_attention(q[9:], k[:9], v[:9])
     torch.testing.assert_close(out, attn.proj(torch.cat((inner, outer), -1)), atol=1e-5, rtol=1e-5)
+
+
+def test_full_attention_is_vits_multi_head_self_attention_over_every_real_token():
+    attn = GroupingAttention(width=8, heads=2, attention="full")
+    x = torch.randn(2, LAYOUT.total, 8)
+    words = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    out = attn(x, LAYOUT, words)
+    for b in range(2):
+        keys = torch.cat(
+            (torch.ones(5, dtype=torch.bool), words[b], torch.ones(3, dtype=torch.bool))
+        )
+        q, k, v = attn.qkv(x[b]).split(8, dim=-1)
+        heads = [
+            _softmax_attention(q[:, s], k[:, s], v[:, s], keys) for s in (slice(0, 4), slice(4, 8))
+        ]
+        torch.testing.assert_close(out[b], attn.proj(torch.cat(heads, -1)), atol=1e-5, rtol=1e-5)
+
+
+def test_a_grouping_block_is_eq_4_and_5():
+    """``Ẑ = GA(LN(Z)) + Z``, ``Z' = MLP(LN(Ẑ)) + Ẑ``, the MLP ViT's: 4x wide, GELU."""
+    block = GroupingBlock(8, 2)
+    z = torch.randn(2, LAYOUT.total, 8)
+    words = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    hidden = z + block.attn(block.norm1(z), LAYOUT, words)
+    first, last = block.mlp[0], block.mlp[-1]
+    assert first.out_features == 32
+    expected = hidden + last(F.gelu(first(block.norm2(hidden))))
+    torch.testing.assert_close(block(z, LAYOUT, words), expected, atol=1e-5, rtol=1e-5)
+    assert (block.attn.attention, block.attn.group_slots) == ("grouping", "modalities")
+    joint = GroupingBlock(8, 2, attention="full", group_slots="joint").attn
+    assert (joint.attention, joint.group_slots) == ("full", "joint")
+
+
+def test_the_grouping_transformer_is_its_blocks_then_a_layer_norm():
+    transformer = GroupingTransformer(8, depth=2, heads=2)
+    z = torch.randn(2, LAYOUT.total, 8)
+    words = torch.ones(2, 4, dtype=torch.bool)
+    a, b = transformer.blocks
+    expected = transformer.norm(b(a(z, LAYOUT, words), LAYOUT, words))
+    torch.testing.assert_close(transformer(z, LAYOUT, words), expected)
+    assert a.mlp[0].out_features == 32 and a.attn.group_slots == "modalities"
+    one = GroupingTransformer(8, depth=1, heads=2, attention="full", group_slots="joint")
+    assert len(one.blocks) == 1
+    assert (one.blocks[0].attn.attention, one.blocks[0].attn.group_slots) == ("full", "joint")
+    with pytest.raises(ValueError, match="depth must be >= 1, got 0"):
+        GroupingTransformer(8, depth=0, heads=2)
+
+
+def test_activation_checkpointing_is_only_for_training_and_changes_no_gradient(monkeypatch):
+    """Checkpointed blocks (training, gradients on) give the plain blocks' outputs and
+    gradients, also when the input tokens need no gradient; evaluation and ``no_grad`` runs,
+    and transformers without the option, never checkpoint."""
+    calls = []
+    real = lcoins.grouping.checkpoint
+    monkeypatch.setattr(
+        lcoins.grouping, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    plain = GroupingTransformer(8, depth=2, heads=2)
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.activation_checkpointing = True
+    z, words = (
+        torch.randn(2, LAYOUT.total, 8),
+        torch.tensor([[True] * 4, [True, True, False, False]]),
+    )
+    weight = torch.randn(2, LAYOUT.total, 8)
+    grads = []
+    for model in (plain, checkpointed):
+        (model(z, LAYOUT, words) * weight).sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert len(calls) == 2  # the checkpointed transformer's two blocks, the plain one's none
+    for a, b in zip(*grads, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b)
+    checkpointed.eval()
+    checkpointed(z, LAYOUT, words)
+    checkpointed.train()
+    with torch.no_grad():
+        checkpointed(z, LAYOUT, words)
+    assert len(calls) == 2
+    assert GroupingTransformer(8, depth=1, heads=2).activation_checkpointing is False
+    on = GroupingTransformer(8, depth=1, heads=2, activation_checkpointing=True)
+    on(z, LAYOUT, words)
+    assert len(calls) == 3
 
 
 def test_the_group_tokens_are_the_only_path_between_image_and_language():
@@ -179,8 +276,16 @@ class TestGroupingLayer:
 
     def test_similarity_is_a_softmax_over_the_groups(self):
         layer = GroupingLayer(width=6)
-        s = layer.similarity(torch.randn(2, 7, 6), torch.randn(2, 3, 6))
+        images, groups = torch.randn(2, 7, 6), torch.randn(2, 3, 6)
+        s = layer.similarity(images, groups)
         torch.testing.assert_close(s.sum(1), torch.ones(2, 7))
+        # per image token j: softmax over the groups i of q(Z_grp,i) . k(Z_img,j) / sqrt(C), C = 6
+        q = layer.query(layer.norm_groups(groups))
+        k = layer.key(layer.norm_images(images))
+        for b in range(2):
+            for j in range(7):
+                logits = torch.stack([q[b, i] @ k[b, j] for i in range(3)]) / math.sqrt(6)
+                torch.testing.assert_close(s[b, :, j], torch.softmax(logits, 0))
 
 
 def test_bad_settings():
@@ -188,3 +293,5 @@ def test_bad_settings():
         GroupingAttention(width=10, heads=3)
     with pytest.raises(ValueError, match="group_slots"):
         GroupingAttention(width=8, heads=2, group_slots="mean")
+    with pytest.raises(ValueError, match="attention must be 'grouping' or 'full', got 'mixed'"):
+        GroupingAttention(width=8, heads=2, attention="mixed")
