@@ -48,6 +48,34 @@ def test_checkpoint_rebuilds_without_arguments(tmp_path):
     assert ab.shape == (1, 2, 8, 8) and torch.isfinite(ab).all()
 
 
+def test_the_optimizer_is_one_nested_argument_and_flat_checkpoints_still_load(tmp_path):
+    from chromalab.modules import FLAT_OPTIMIZER_HPARAMS
+    from cic.module import RELEASE_OPTIMIZER
+
+    ckpt = fit_tiny(tmp_path / "run", "--model.optimizer.gamma", "0.5")
+    module = CICModule.load_from_checkpoint(ckpt)
+    # tiny.yaml's lr and the command line's gamma; the release's other settings
+    assert module.hparams.optimizer == {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 1e-3,
+                                        "step_size": 200_000, "gamma": 0.5}  # fmt: skip
+    configured = module.configure_optimizers()
+    assert configured["optimizer"].defaults["weight_decay"] == RELEASE_OPTIMIZER.weight_decay
+    assert configured["lr_scheduler"]["scheduler"].gamma == 0.5
+    with pytest.raises(ValueError, match="optimizer.lr must be > 0"):
+        CICModule(width=0.125, optimizer={"lr": -1.0})
+    # a checkpoint of the version that took lr, ..., lr_gamma flat
+    blob = torch.load(ckpt, weights_only=True)
+    hparams = blob["hyper_parameters"]
+    optimizer = hparams.pop("optimizer")
+    hparams.update({key: optimizer[field] for key, (_, field) in FLAT_OPTIMIZER_HPARAMS.items()})
+    assert hparams["lr_gamma"] == 0.5 and "lr_step_size" in hparams
+    torch.save(blob, tmp_path / "flat.ckpt")
+    flat = CICModule.load_from_checkpoint(tmp_path / "flat.ckpt")
+    assert flat.hparams.optimizer == module.hparams.optimizer
+    resumed = fit_tiny(tmp_path / "resumed", "--ckpt_path", str(tmp_path / "flat.ckpt"),
+                       "--trainer.max_steps", "3")  # fmt: skip
+    assert CICModule.load_from_checkpoint(resumed).hparams.optimizer["gamma"] == 0.5
+
+
 def test_no_rebalancing_uses_unit_weights(tmp_path):
     ckpt = fit_tiny(tmp_path, "--model.lam", "1.0")
     module = CICModule.load_from_checkpoint(ckpt)
