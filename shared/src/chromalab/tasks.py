@@ -49,7 +49,7 @@ from typing import Any, ClassVar, TypeVar
 import lightning.pytorch as pl
 import torch
 
-from chromalab.hub import HubMixin, read_config
+from chromalab.hub import HubMixin, is_hub_folder, read_config
 
 __all__ = ["ColorizationTask", "as_config", "nest_flat_hparams"]
 
@@ -243,6 +243,21 @@ class ColorizationTask(pl.LightningModule, HubMixin):
             )
             kwargs = {**cls.moved_arguments(config), **kwargs}
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def load_trained(cls, path: str | Path, map_location: Any = "cpu", **local_files: Any):
+        """A trained module in eval mode from a ``fit`` checkpoint or a ``save_pretrained``
+        folder (``local_files``: machine-local files such as ``lpips_weights``)."""
+        if is_hub_folder(path):
+            module = cls.from_pretrained(str(path), map_location=str(map_location), **local_files)
+        elif Path(path).is_file():
+            module = cls.load_from_checkpoint(path, map_location=map_location, **local_files)
+        else:
+            raise FileNotFoundError(
+                f"no {cls.__name__} checkpoint or weights folder (config.json + "
+                f"model.safetensors) at {path}"
+            )
+        return module.eval()
 
     @classmethod
     def load_with_overrides(

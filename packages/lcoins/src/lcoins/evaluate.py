@@ -15,6 +15,7 @@ on CapShapes scenes the caption consistency and caption-manipulation accuracy.
 ::
 
     python -m lcoins.evaluate CKPT [--split test] [--scenes 512] [--options '{"min_objects": 2}']
+    python -m lcoins.evaluate benchmarks/weights/capshapes-lcoins-v1 --split test --scenes 2048
     python -m lcoins.evaluate CKPT --captions val.json --image-root images/
 """
 
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from chromalab.color import rgb_to_l_ab
 from chromalab.data import CapShapes
+from chromalab.hub import is_hub_folder
 from chromalab.metrics import CaptionConsistency
 from chromalab.runs import score
 from lcoins.datamodule import LCoInsDataModule
@@ -42,8 +44,9 @@ Split = Literal["val", "test"]
 
 
 def _load(ckpt: str | Path, lpips_weights: str | None) -> LCoInsModule:
+    """An ``lcoins fit`` checkpoint or a ``save_pretrained`` folder (the published weights)."""
     extra = {"lpips_weights": lpips_weights} if lpips_weights else {}
-    return LCoInsModule.load_from_checkpoint(ckpt, map_location="cpu", **extra)
+    return LCoInsModule.load_trained(ckpt, "cpu", **extra)
 
 
 def evaluate(
@@ -129,7 +132,7 @@ def unseen_pair_consistency(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lcoins.evaluate", description=__doc__)
-    parser.add_argument("ckpt", help="an lcoins fit checkpoint")
+    parser.add_argument("ckpt", help="an lcoins fit checkpoint or a save_pretrained folder")
     parser.add_argument("--split", choices=("val", "test"), default="test")
     parser.add_argument("--scenes", type=int, default=512)
     parser.add_argument("--options", type=json.loads, default=None, help="CapShapes options")
@@ -137,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--image-root", default=None)
     parser.add_argument("--lpips-weights", default=None, help="local AlexNet weights for LPIPS")
     args = parser.parse_args(argv)
+    if not (Path(args.ckpt).is_file() or is_hub_folder(args.ckpt)):
+        parser.error(f"no lcoins checkpoint or weights folder at {args.ckpt}")
     if args.captions:
         scores = evaluate_captions(
             args.ckpt, args.captions, args.image_root, lpips_weights=args.lpips_weights,

@@ -98,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         "plus the colorization.",
     )
     parser.add_argument("inputs", nargs="*", help="image files or folders")
-    parser.add_argument("--ckpt", required=True, help="an lcoins fit checkpoint")
+    parser.add_argument(
+        "--ckpt", required=True, help="an lcoins fit checkpoint or a save_pretrained folder"
+    )
     parser.add_argument("-o", "--output", required=True, help="output folder")
     parser.add_argument("--caption", default=None, help="caption used for every input image")
     parser.add_argument(
@@ -119,9 +121,7 @@ def explain_main(argv: Sequence[str]) -> int:
 
     args = _parser().parse_args(list(argv))
     try:
-        module = LCoInsModule.load_from_checkpoint(
-            args.ckpt, map_location=resolve_device(args.device)
-        )
+        module = LCoInsModule.load_trained(args.ckpt, resolve_device(args.device))
         size = args.size or module.network_config.image_size
         images, captions = [], []
         for item in args.inputs:
