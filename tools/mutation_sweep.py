@@ -91,7 +91,12 @@ MODULES: dict[str, Module] = {
             "tests/core/test_caption_metric.py",
         ),
     ),  # fmt: skip
-    "core-hub": Module("shared", "chromalab", ("hub.py",), ("tests/core/test_hub.py",)),
+    "core-hub": Module(
+        "shared",
+        "chromalab",
+        ("hub.py",),
+        ("tests/core/test_hub.py", "tests/lcoins/test_external_parts.py"),
+    ),
     "core-readers": Module(
         "shared",
         "chromalab",

@@ -132,3 +132,77 @@ def test_exactly_the_documented_convolutions_are_extended(cec):
             assert conv.extension.weight.shape == (conv.out_channels, 6, *conv.kernel_size)
     if cec == "first":
         assert convs["conv_in"].in_channels + convs["conv_in"].extension.in_channels == 4 + 6
+
+
+def test_an_extended_convolution_keeps_the_pretrained_ones_geometry_dtype_and_device():
+    """Stride, padding (and its mode), dilation, bias or none, dtype and device of the pretrained
+    convolution; the extension reads the resized features with the same geometry (Eq. 5)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, stride=2, padding=2, dilation=2, bias=False,
+                     padding_mode="reflect", dtype=torch.float64)  # fmt: skip
+    cec = ChannelExtendedConv2d(conv, 6)
+    assert cec.bias is None and cec.padding_mode == "reflect" and cec.weight.dtype == torch.float64
+    nn.init.normal_(cec.extension.weight)
+    f, y = torch.randn(2, 8, 10, 14, dtype=torch.float64), torch.randn(2, 6, 5, 7)  # float32
+    with torch.no_grad():
+        cec.luminance = LuminancePyramid(y)
+        resized = F.interpolate(y, size=(10, 14), mode="bilinear").double()
+        ext = F.conv2d(resized, cec.extension.weight, stride=2, padding=2, dilation=2)
+        torch.testing.assert_close(cec(f), conv(f) + ext)
+    meta = ChannelExtendedConv2d(nn.Conv2d(8, 16, 3, device="meta"), 6)
+    assert meta.weight.device.type == meta.extension.weight.device.type == "meta"
+    with pytest.raises(RuntimeError, match=re.escape(
+        "a channel-extended convolution needs luminance features: call the UNet inside "
+        "LuminanceUNet.luminance(features)"
+    )):  # fmt: skip
+        ChannelExtendedConv2d(nn.Conv2d(8, 16, 3), 6)(f.float())
+
+
+def test_the_pyramid_averages_where_both_sides_shrink_and_interpolates_otherwise():
+    torch.manual_seed(0)
+    square, wide = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 4, 16)
+    pyramid = LuminancePyramid(square)
+    assert pyramid.at((8, 8), 1) is square  # its own size: as given
+    for size in ((8, 3), (3, 8)):  # one side kept, the other shrunk: area averaging
+        torch.testing.assert_close(pyramid.at(size, 1), F.interpolate(square, size, mode="area"))
+    torch.testing.assert_close(
+        LuminancePyramid(wide).at((8, 4), 1), F.interpolate(wide, (8, 4), mode="bilinear")
+    )
+    with pytest.raises(ValueError, match=re.escape("a batch of 3 for luminance features of 2")):
+        LuminancePyramid(torch.randn(2, 5, 8, 8)).at((4, 4), 3)
+    with pytest.raises(ValueError, match=re.escape("(B, C, h, w), got (3, 8, 8)")):
+        LuminancePyramid(torch.randn(3, 8, 8))
+
+
+def test_the_model_saves_and_loads_with_its_unet_configuration(tmp_path):
+    """``save_pretrained``/``from_pretrained``: the UNet's configuration (no private keys), the
+    luminance channels and ``cec`` travel in config.json, the weights give the same output; a
+    model built from a configuration alone has that UNet."""
+    model = LuminanceUNet(tiny_unet(), luminance_channels=6, cec="first")
+    assert model.cec == "first"
+    for conv in model.extended():
+        nn.init.normal_(conv.extension.weight, std=0.1)
+    model.save_pretrained(tmp_path)
+    loaded = LuminanceUNet.from_pretrained(tmp_path)
+    assert (loaded.cec, loaded.config.luminance_channels) == ("first", 6)
+    unet_config = loaded.config.unet_config
+    assert not any(k.startswith("_") for k in unet_config)
+    assert list(unet_config["block_out_channels"]) == list(tiny_unet().config.block_out_channels)
+    x, t, text, lum = _inputs()
+    with torch.no_grad(), model.luminance(lum), loaded.luminance(lum):
+        torch.testing.assert_close(loaded(x, t, text), model(x, t, text))
+    rebuilt = LuminanceUNet(dict(tiny_unet().config), luminance_channels=6, cec="first")
+    assert sum(p.numel() for p in rebuilt.unet.parameters()) == sum(
+        p.numel() for p in model.unet.parameters()
+    )
+
+
+def test_the_unets_own_options_reach_it():
+    """Keyword arguments go to the diffusers UNet (here a mask hiding caption tokens)."""
+    model = LuminanceUNet(tiny_unet(), luminance_channels=6)
+    x, t, text, lum = _inputs()
+    hidden = torch.tensor([[1, 1, 0, 0, 0]] * 2)
+    with torch.no_grad(), model.luminance(lum):
+        plain = model(x, t, text)
+        masked = model(x, t, text, encoder_attention_mask=hidden)
+    assert not torch.allclose(plain, masked, atol=1e-4)

@@ -59,15 +59,25 @@ def _batch(size: int = 32) -> dict:
     [{}, {"group_tokens": False}, {"grouping_attention": False}, {"group_slots": "joint"}],
     ids=["full", "wo_ge", "wo_ga", "joint_slots"],
 )
-def test_output_shapes(options):
+def test_outputs_have_their_shapes_and_each_image_its_own_colours(options):
+    """Every variant: the documented shapes; each image's colours follow its own caption and
+    lightness only (the same alone as in a batch, another caption changes them); each image
+    token in exactly one group."""
     network = tiny_network(**options).eval()
     ids, words = network.text_encoder.tokenize(CAPTIONS, "cpu")
-    out = network(torch.rand(2, 1, 32, 48) * 100, ids, words)  # not square
+    l = torch.rand(2, 1, 32, 48) * 100  # not square
+    with torch.no_grad():
+        out = network(l, ids, words)
+        alone = network(l[1:], ids[1:], words[1:]).ab
+        swapped = network(l, ids.flip(0), words.flip(0)).ab
     assert out.ab.shape == (2, 2, 32, 48) and out.ab.abs().max() <= 1
+    torch.testing.assert_close(alone, out.ab[1:], atol=1e-6, rtol=1e-5)
+    assert (swapped - out.ab).abs().amax(dim=(1, 2, 3)).min() > 1e-5  # untrained: small
     assert out.image_tokens.shape == (2, 4 * 6, 16) and out.grid == (4, 6)
     assert out.language_tokens.shape[:2] == ids.shape
     if options.get("group_tokens", True):
         assert out.groups.shape == (2, 3, 16) and out.assignment.shape == (2, 3, 24)
+        torch.testing.assert_close(out.assignment.sum(1), torch.ones(2, 24))
         assert out.counter_groups.shape == (2, 3, 8)
     else:
         assert out.groups is None and out.assignment is None
