@@ -5,10 +5,11 @@ On CapShapes scenes where every shape has its own colour and always takes it
 "ImageNet-like" prior of the film_color README), an FCNN can colour an object right only by
 recognising its shape: its caption consistency on these scenes (validation, seed 1, the same
 distribution) measures shape recognition. Four FCNNs are trained with the real ``film-color
-fit`` entry point (``configs/capshapes.yaml``, ``--model.conditioning none``), identical but for
+fit`` entry point (``configs/capshapes.yaml``, ``--model.network.conditioning none``), identical
+but for
 
 * the network input: ``paper``, CIC's ``(L - 50) / 100``, or ``image``, each grey image
-  standardized to zero mean and unit variance (``--model.input_normalization image``,
+  standardized to zero mean and unit variance (``--model.network.input_normalization image``,
   :func:`chromalab.color.standardize_l`);
 * the scene size: 64 or 96 pixels (``--data.capshapes_size``).
 
@@ -45,13 +46,14 @@ VALIDATE_EVERY = 1000
 
 
 def run_args(normalization: str, size: int | str, precision: str) -> list[str]:
-    """``film-color fit`` arguments of one run (over the config and ``--model.conditioning``)."""
+    """``film-color fit`` arguments of one run (over the config and
+    ``--model.network.conditioning``)."""
     return [
-        "--model.input_normalization", normalization,
+        "--model.network.input_normalization", normalization,
         "--data.capshapes_size", str(size),
         "--data.capshapes_options", json.dumps(SHAPE_COLORS),
         "--trainer.precision", precision,
-        "--model.lr_step_size", "4000",
+        "--model.optimizer.step_size", "4000",
         "--trainer.val_check_interval", str(VALIDATE_EVERY),
     ]  # fmt: skip
 
@@ -81,7 +83,7 @@ def main() -> None:
         for normalization in NORMALIZATIONS:
             root = RUNS / f"{normalization}-{size}"
             extra = run_args(normalization, size, args.precision)
-            fcnn = ["--model.conditioning", "none", *extra]
+            fcnn = ["--model.network.conditioning", "none", *extra]
             train_or_reuse(
                 run, root, CAPSHAPES_CONFIG, args.steps, fcnn, progress=False, retrain=args.retrain
             )
@@ -97,7 +99,7 @@ def main() -> None:
         f"Machine: {machine_description()}.",
         "",
         "Each row: `film-color fit --config packages/film_color/configs/capshapes.yaml "
-        "--model.conditioning none` plus `"
+        "--model.network.conditioning none` plus `"
         + " ".join(run_args("NORM", "SIZE", args.precision))
         + "` (NORM and the size as in the row; CIC width 0.25, batch 16, Adam 1e-3, seed 0). "
         "Training and validation scenes give every shape its own colour, always "
@@ -105,7 +107,7 @@ def main() -> None:
         "consistency of the FCNN (which ignores captions) is the fraction of caption-coloured "
         "validation objects (512 scenes, seed 1) whose colour it infers from the shape alone; "
         "chance is 1/8. `paper`: CIC's `(L - 50) / 100`; `image`: each image standardized "
-        "(`--model.input_normalization image`).",
+        "(`--model.network.input_normalization image`).",
         "",
         markdown_table(rows),
     ]

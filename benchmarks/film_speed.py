@@ -39,8 +39,8 @@ from chromalab.data import CapShapes
 from film_color.language import Vocabulary
 from film_color.module import FilmColorModule
 
-#: The CapShapes config's model (packages/film_color/configs/capshapes.yaml).
-CONFIG_MODEL = {"conditioning": "film", "width": 0.25, "embedding_dim": 64, "hidden_size": 128}
+#: The CapShapes config's network (packages/film_color/configs/capshapes.yaml).
+CONFIG_NETWORK = {"conditioning": "film", "width": 0.25, "embedding_dim": 64, "hidden_size": 128}
 
 
 def scene_batch(size: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -54,7 +54,7 @@ def scene_batch(size: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, list
 def build(variant: Variant, captions: Sequence[str], seed: int = 0) -> FilmColorModule:
     """A seeded module of the config's size with a non-trivial FiLM (same for every variant)."""
     torch.manual_seed(seed)
-    module = FilmColorModule(**CONFIG_MODEL, channels_last=variant.channels_last)
+    module = FilmColorModule(network=CONFIG_NETWORK, channels_last=variant.channels_last)
     module.set_vocabulary(Vocabulary.build(captions))
     g = torch.Generator().manual_seed(seed + 1)
     for film in module.network.film:  # zero at init (Eq. 2-3 start as identity): make it act
@@ -157,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         f"Machine: {machine_description()}.",
         "",
-        f"Model: FILM of `configs/capshapes.yaml` ({CONFIG_MODEL}), batch {args.batch} of "
-        "CapShapes training scenes with their captions; median of "
+        f"Model: FILM of `configs/capshapes.yaml` (network {CONFIG_NETWORK}), batch "
+        f"{args.batch} of CapShapes training scenes with their captions; median of "
         f"{args.repeats} interleaved rounds after one warm-up round. A training step is the "
         "module's own: caption encoding, forward, rebalanced one-hot loss, backward, Adam. "
         "Numerics: first loss and prediction of each variant against fp32 NCHW, same initial "

@@ -1,8 +1,8 @@
 """Table 1 of Manjunatha et al. (NAACL 2018), "Learning to Color from Language", on CapShapes.
 
 Rows FCNN / CONCAT / FILM. Each model is trained with the real ``film-color fit`` entry point on
-CapShapes scenes (``packages/film_color/configs/capshapes.yaml``, ``--model.conditioning none |
-concat | film``) for a bounded number of steps on this CPU, or reused from
+CapShapes scenes (``packages/film_color/configs/capshapes.yaml``, ``--model.network.conditioning
+none | concat | film``) for a bounded number of steps on this CPU, or reused from
 ``outputs/film_color-bench/<model>/`` when that run already has them. As in the paper (§3.1,
 "we initialize all convolutional layers with a FCNN pretrained on ImageNet"), CONCAT and FILM
 start from the trained FCNN (here pretrained on CapShapes: there is no ImageNet offline). All
@@ -55,7 +55,13 @@ from film_color.cli import run as film_color_run
 from film_color.datamodule import FilmColorDataModule
 from film_color.demo import CAPSHAPES_CONFIG
 from film_color.evaluate import evaluate, grid_ceiling
-from film_color.weights import load_trained, read_weights, trained_scene_size, trained_steps
+from film_color.weights import (
+    load_trained,
+    network_hparams,
+    read_weights,
+    trained_scene_size,
+    trained_steps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "outputs" / "film_color-bench"
@@ -65,7 +71,7 @@ MODELS = {"FCNN": "none", "CONCAT": "concat", "FILM": "film"}
 LONG_FILM = "FILM, longer, colour-rich captions"
 LONG_FILM_ARGS = [
     "--data.capshapes_train_options", '{"level_probs": [0.6, 0.4, 0.0]}',
-    "--model.lr_step_size", "6000",
+    "--model.optimizer.step_size", "6000",
 ]  # fmt: skip
 #: Table 1 of the paper (MSCOCO val; manipulation: humans choosing among three outputs).
 PAPER = {
@@ -106,7 +112,7 @@ def parse_labelled(item: str) -> tuple[str, Path]:
 
 def checkpoint_conditioning(blob: dict, what: str) -> str:
     """``none``, ``concat`` or ``film``: the model of a ``film-color fit`` checkpoint."""
-    conditioning = (blob.get("hyper_parameters") or {}).get("conditioning")
+    conditioning = network_hparams(blob).get("conditioning")  # of any version of the module
     if conditioning not in PAPER:
         raise SystemExit(f"{what}: not a film-color fit checkpoint")
     return conditioning
@@ -157,7 +163,7 @@ def main() -> None:
     models: dict[str, str] = {}  # row name -> key of ``runs``
 
     def train(folder: str, conditioning: str, steps: int, extra: list[str]):
-        overrides = ["--model.conditioning", conditioning, *extra]
+        overrides = ["--model.network.conditioning", conditioning, *extra]
         return train_or_reuse(
             film_color_run, RUNS / folder, CAPSHAPES_CONFIG, steps, overrides,
             progress=False, retrain=args.retrain,
@@ -228,8 +234,8 @@ def main() -> None:
         *(
             [
                 "Training: `film-color fit --config packages/film_color/configs/capshapes.yaml "
-                "--model.conditioning none|concat|film` (CapShapes 64x64 scenes generated on the "
-                "fly, never repeated; CIC width 0.25, BiLSTM 2x128, batch 16, Adam 1e-3; "
+                "--model.network.conditioning none|concat|film` (CapShapes 64x64 scenes generated "
+                "on the fly, never repeated; CIC width 0.25, BiLSTM 2x128, batch 16, Adam 1e-3; "
                 f"{args.threads} torch thread(s) + 1 data worker). CONCAT and FILM are "
                 "initialised from the FCNN checkpoint (the paper's §3.1 recipe). Budget, wall "
                 "time on this CPU (2 cores shared with other jobs, so times are upper bounds): "

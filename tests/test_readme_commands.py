@@ -225,9 +225,9 @@ CAPTION = "a red circle and a blue square"
 CIC_FIT = "cic fit --config packages/cic/configs/capshapes.yaml"
 CIC_CKPT = "outputs/cic-capshapes/checkpoints/last.ckpt"
 FCNN_FIT = (
-    "film-color fit --config packages/film_color/configs/capshapes.yaml --model.conditioning none "
-    "--trainer.max_steps 4000 --trainer.default_root_dir outputs/fcnn "
-    "--trainer.callbacks.dirpath outputs/fcnn/checkpoints"
+    "film-color fit --config packages/film_color/configs/capshapes.yaml "
+    "--model.network.conditioning none --trainer.max_steps 4000 "
+    "--trainer.default_root_dir outputs/fcnn --trainer.callbacks.dirpath outputs/fcnn/checkpoints"
 )
 FILM_FIT = (
     "film-color fit --config packages/film_color/configs/capshapes.yaml "

@@ -26,10 +26,17 @@ def tiny_network(conditioning: str = "film", **overrides: Any) -> FilmColorNetwo
     return FilmColorNetwork(conditioning=conditioning, **kwargs)
 
 
-def tiny_module(conditioning: str = "film", vocab_size: int = 12, **overrides: Any):
-    """A :class:`FilmColorModule` of tiny sizes whose network has a ``vocab_size`` embedding."""
-    kwargs = {"width": 0.125, "embedding_dim": 8, "hidden_size": 8, "lr": 1e-3, **overrides}
-    module = FilmColorModule(conditioning=conditioning, **kwargs)
+def tiny_module(
+    conditioning: str = "film",
+    vocab_size: int = 12,
+    network: dict[str, Any] | None = None,
+    **overrides: Any,
+):
+    """A :class:`FilmColorModule` of tiny sizes whose network has a ``vocab_size`` embedding;
+    ``network``: fields of the network's configuration over the tiny ones."""
+    sizes = {"conditioning": conditioning, "width": 0.125, "embedding_dim": 8, "hidden_size": 8}
+    kwargs = {"optimizer": {"lr": 1e-3}, **overrides}
+    module = FilmColorModule(network={**sizes, **(network or {})}, **kwargs)
     module.network.set_vocab_size(vocab_size)
     return module
 

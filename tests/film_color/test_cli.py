@@ -48,7 +48,8 @@ def film_ckpt(tmp_path_factory) -> Path:
 
 def test_checkpoint_rebuilds_without_arguments(film_ckpt):
     module = FilmColorModule.load_from_checkpoint(film_ckpt)
-    assert module.hparams.conditioning == "film" and module.hparams.width == 0.125
+    assert module.hparams.network["conditioning"] == "film"
+    assert module.network_config.width == 0.125 and module.hparams.network["width"] == 0.125
     assert module.input_size == 32
     # the vocabulary holds the words of the training captions, in the checkpoint
     scenes = CapShapes(length=16, size=32, seed=0)
@@ -66,7 +67,7 @@ def test_checkpoint_rebuilds_without_arguments(film_ckpt):
 
 
 def test_fcnn_needs_no_vocabulary(tmp_path):
-    ckpt = fit_tiny(tmp_path, "--model.conditioning", "none", "--model.lam", "1.0")
+    ckpt = fit_tiny(tmp_path, "--model.network.conditioning", "none", "--model.lam", "1.0")
     module = FilmColorModule.load_from_checkpoint(ckpt)
     assert module.vocabulary is None and module.network.caption_encoder is None
     assert torch.equal(module.class_weights, torch.ones(625))
@@ -74,7 +75,7 @@ def test_fcnn_needs_no_vocabulary(tmp_path):
 
 
 def test_rebalanced_one_hot_loss():
-    module = FilmColorModule(conditioning="none", width=0.125)
+    module = FilmColorModule(network={"conditioning": "none", "width": 0.125})
     module.class_weights.copy_(torch.rand(625) + 0.5)
     logits = torch.randn(2, 625, 4, 4)
     ab = torch.rand(2, 2, 16, 16) * 120 - 60
@@ -95,9 +96,9 @@ def test_init_from_cic_checkpoint_through_the_cli(tmp_path):
     cic_ckpt = fit_cic(tmp_path / "cic", "--model.bins", "grid")
     ckpt = fit_tiny(
         tmp_path / "film",
-        "--model.conditioning", "concat",
+        "--model.network.conditioning", "concat",
         "--model.init_from", str(cic_ckpt),
-        "--model.lr", "1e-12",
+        "--model.optimizer.lr", "1e-12",
         "--model.lam", "1.0",
     )  # fmt: skip
     cic_state = torch.load(cic_ckpt, weights_only=True)["state_dict"]
@@ -201,7 +202,7 @@ def test_scene_metrics_score_the_swapped_colours(conditioning):
 
     from chromalab.metrics import manipulate_batch
 
-    module = FilmColorModule(conditioning=conditioning, width=0.125)
+    module = FilmColorModule(network={"conditioning": conditioning, "width": 0.125})
     scenes = CapShapes(length=24, size=32, seed=3)
     batch = torch.utils.data.default_collate([scenes[i] for i in range(24)])
     seeds = [module.manipulation_seed(int(i)) for i in batch["index"]]
@@ -277,7 +278,7 @@ def test_init_from_a_checkpoint_of_the_same_conditioning_takes_it_whole(film_ckp
     ckpt = fit_tiny(
         tmp_path / "again",
         "--model.init_from", str(film_ckpt),
-        "--model.lr", "1e-12",
+        "--model.optimizer.lr", "1e-12",
         "--data.capshapes_train_options", '{"max_objects": 1}',  # other captions, other words
     )  # fmt: skip
     module = FilmColorModule.load_from_checkpoint(ckpt)
@@ -313,8 +314,9 @@ def test_init_from_continuations_count_the_steps_behind_the_weights(film_ckpt, t
     assert trained_steps(read_weights(resumed)) == first + steps[0] + steps[1] + 1
     # weights taken layer by layer from another conditioning are not counted
     concat = fit_tiny(
-        tmp_path / "concat", "--model.conditioning", "concat", "--model.init_from", str(film_ckpt)
-    )
+        tmp_path / "concat", "--model.network.conditioning", "concat",
+        "--model.init_from", str(film_ckpt),
+    )  # fmt: skip
     blob = read_weights(concat)
     assert trained_steps(blob) == blob["global_step"]
 
@@ -349,10 +351,10 @@ def test_relative_maps_train_from_a_model_without_them_and_reload(film_ckpt, tmp
     ckpt = fit_tiny(
         tmp_path / "relative",
         "--model.init_from", str(film_ckpt),
-        "--model.relative_maps", "1",
+        "--model.network.relative_maps", "1",
     )  # fmt: skip
     module = FilmColorModule.load_from_checkpoint(ckpt).eval()
-    assert module.hparams.relative_maps == 1 and len(module.network.relative) == 8
+    assert module.hparams.network["relative_maps"] == 1 and len(module.network.relative) == 8
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     attention = saved["network.relative.3.attention.weight"]
     assert attention.abs().max() > 0  # trained away from its zero start, and kept
@@ -362,8 +364,9 @@ def test_relative_maps_train_from_a_model_without_them_and_reload(film_ckpt, tmp
 def test_init_from_a_checkpoint_of_another_size_names_the_problem(film_ckpt, tmp_path):
     with pytest.raises(ValueError, match="another size"):
         fit_tiny(
-            tmp_path / "wider", "--model.init_from", str(film_ckpt), "--model.hidden_size", "12"
-        )
+            tmp_path / "wider", "--model.init_from", str(film_ckpt),
+            "--model.network.hidden_size", "12",
+        )  # fmt: skip
 
 
 def test_evaluation_draws_the_scenes_at_the_trained_size(film_ckpt, monkeypatch):
@@ -391,7 +394,7 @@ def test_evaluation_draws_the_scenes_at_the_trained_size(film_ckpt, monkeypatch)
 
 
 def test_input_normalization_is_checkpointed_and_checked_by_init_from(film_ckpt, tmp_path):
-    ckpt = fit_tiny(tmp_path / "image", "--model.input_normalization", "image")
+    ckpt = fit_tiny(tmp_path / "image", "--model.network.input_normalization", "image")
     module = FilmColorModule.load_from_checkpoint(ckpt).eval()
     assert module.network.fcnn.input_normalization == "image"
     l = torch.rand(2, 1, 32, 32) * 40 + 30
@@ -400,20 +403,23 @@ def test_input_normalization_is_checkpointed_and_checked_by_init_from(film_ckpt,
         assert torch.allclose(module(l * 0.7 + 20, captions), module(l, captions), atol=1e-4)
     # the same conditioning continues whole; weights trained on other inputs are refused
     again = fit_tiny(
-        tmp_path / "again", "--model.input_normalization", "image", "--model.init_from", str(ckpt)
-    )
-    assert FilmColorModule.load_from_checkpoint(again).hparams.input_normalization == "image"
+        tmp_path / "again", "--model.network.input_normalization", "image",
+        "--model.init_from", str(ckpt),
+    )  # fmt: skip
+    loaded = FilmColorModule.load_from_checkpoint(again)
+    assert loaded.hparams.network["input_normalization"] == "image"
     with pytest.raises(ValueError, match="input_normalization 'paper'"):
         fit_tiny(
-            tmp_path / "mixed", "--model.input_normalization", "image", "--model.init_from",
-            str(film_ckpt),
+            tmp_path / "mixed", "--model.network.input_normalization", "image",
+            "--model.init_from", str(film_ckpt),
         )  # fmt: skip
 
 
 @pytest.mark.parametrize("conditioning", ["none", "concat", "film"])
 def test_channels_last_changes_the_layout_not_the_result(conditioning):
     torch.manual_seed(0)
-    kwargs = dict(conditioning=conditioning, width=0.125, embedding_dim=8, hidden_size=4)
+    network = dict(conditioning=conditioning, width=0.125, embedding_dim=8, hidden_size=4)
+    kwargs = {"network": network}
     last = FilmColorModule(**kwargs).eval()
     plain = FilmColorModule(**kwargs, channels_last=False).eval()
     captions = ["a red circle and a blue star", "the left heart is green"]

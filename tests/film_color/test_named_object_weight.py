@@ -11,7 +11,8 @@ from chromalab.data import CapShapes
 from film_color.language import Vocabulary
 from film_color.module import FilmColorModule
 
-KWARGS = dict(width=0.125, embedding_dim=8, hidden_size=8, channels_last=False)
+NETWORK = {"width": 0.125, "embedding_dim": 8, "hidden_size": 8}
+KWARGS = dict(network=NETWORK, channels_last=False)
 
 
 def _masks() -> dict[str, torch.Tensor]:
@@ -45,7 +46,7 @@ def test_off_or_without_object_masks_the_loss_is_the_papers():
 
 
 def test_scale_multiplies_the_rebalanced_weights():
-    module = FilmColorModule(conditioning="none", **KWARGS)
+    module = FilmColorModule(**KWARGS | {"network": NETWORK | {"conditioning": "none"}})
     module.class_weights.copy_(torch.rand(625) + 0.5)
     logits, ab = torch.randn(2, 625, 4, 4), torch.rand(2, 2, 16, 16) * 120 - 60
     scale = torch.rand(2, 4, 4) + 1

@@ -363,8 +363,8 @@ def test_training_captions_from_records_and_items(tmp_path):
 def test_relative_lr_scale_gives_the_attentions_their_own_decaying_rate():
     from film_color.module import FilmColorModule
 
-    decay = {"lr_step_size": 2, "lr_gamma": 0.5}
-    relative = tiny_module(relative_maps=2, relative_lr_scale=10.0, **decay)
+    decay = {"lr": 1e-3, "step_size": 2, "gamma": 0.5}
+    relative = tiny_module(network={"relative_maps": 2}, relative_lr_scale=10.0, optimizer=decay)
     config = relative.configure_optimizers()
     rest, attention = config["optimizer"].param_groups
     assert {id(p) for p in attention["params"]} == {
@@ -378,7 +378,7 @@ def test_relative_lr_scale_gives_the_attentions_their_own_decaying_rate():
         config["lr_scheduler"]["scheduler"].step()
     assert (rest["lr"], attention["lr"]) == pytest.approx((5e-4, 5e-3))  # both decay
     # scale 1 (the default), or no relative maps: one group at lr
-    for module in (tiny_module(relative_maps=2), tiny_module(relative_lr_scale=10.0)):
+    for module in (tiny_module(network={"relative_maps": 2}), tiny_module(relative_lr_scale=10.0)):
         (group,) = module.configure_optimizers()["optimizer"].param_groups
         assert group["lr"] == 1e-3 and len(group["params"]) == len(list(module.parameters()))
     with pytest.raises(ValueError, match="relative_lr_scale"):

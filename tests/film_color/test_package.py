@@ -22,7 +22,7 @@ class TestFilmColor(PackageChecks):
     tiny_config = TINY_CONFIG
     module_class = FilmColorModule
     fast_dev_run_variants = {
-        mode: ("--model.conditioning", mode) for mode in ("none", "concat", "film")
+        mode: ("--model.network.conditioning", mode) for mode in ("none", "concat", "film")
     }
     metric_keys = ("acc@1", "acc@5", "caption_consistency", "manipulation_accuracy")
     # ab at the network's 1/4 resolution

@@ -49,10 +49,13 @@ def test_the_published_folder_records_its_recipe():
     blob = read_weights(PUBLISHED)
     assert not any(key in blob for key in TRAINING_STATE_KEYS)
     hparams = blob["hyper_parameters"]
-    assert hparams["conditioning"] == "film"
-    assert hparams["input_normalization"] == "image"
-    assert hparams["relative_maps"] == 2 and hparams["named_object_weight"] == 3.0
-    assert hparams["temperature"] == 0.38
+    assert hparams["network"] == {"conditioning": "film", "width": 0.25, "embedding_dim": 64,
+                                  "hidden_size": 128, "relative_maps": 2,
+                                  "input_normalization": "image"}  # fmt: skip
+    assert hparams["named_object_weight"] == 3.0 and hparams["relative_lr_scale"] == 30.0
+    assert hparams["optimizer"] == {"lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0,
+                                    "step_size": 5000, "gamma": 0.3}  # fmt: skip
+    assert hparams["vocabulary"]["vocab_scan"] == 1000 and hparams["temperature"] == 0.38
     assert trained_scene_size(blob) == 96
     assert trained_steps(blob) == 70000  # 62000 before its last stage + its own 8000
     # it rebuilds with every argument the module takes today, and no other

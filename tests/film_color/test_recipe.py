@@ -16,9 +16,9 @@ from tests.film_color.components import CONFIGS
 RECIPE = CONFIGS / "recipes" / "capshapes-film-v1"
 #: sizes that make the 12 stages take seconds: the stage files set everything else
 TINY = [
-    "--model.width", "0.125",
+    "--model.network.width", "0.125",
     "--model.prior_batches", "1",
-    "--model.vocab_scan", "64",
+    "--model.vocabulary.vocab_scan", "64",
     "--data.capshapes_size", "32",
     "--data.num_workers", "0",
     "--trainer.num_sanity_val_steps", "0",
@@ -33,7 +33,7 @@ def test_the_stages_add_up_to_the_published_model(tmp_path):
     assert steps[0] == 4000 and sum(steps[1:]) == trained_steps(read_weights(PUBLISHED)) == 70000
     with pytest.raises(FileNotFoundError, match="stage configs"):
         stages(tmp_path)
-    (tmp_path / "01-x.yaml").write_text("model:\n  lr: 0.1\n")
+    (tmp_path / "01-x.yaml").write_text("model:\n  optimizer:\n    lr: 0.1\n")
     with pytest.raises(ValueError, match="max_steps"):
         stage_steps(tmp_path / "01-x.yaml")
 
@@ -53,8 +53,11 @@ def test_the_recipe_chain_runs_in_tiny_form(tmp_path):
     assert trained_steps(blob) == 11  # one step per FILM stage (the FCNN's is not counted)
     published = read_weights(PUBLISHED)["hyper_parameters"]
     hparams = blob["hyper_parameters"]
-    for key in ("conditioning", "input_normalization", "relative_maps", "named_object_weight"):
-        assert hparams[key] == published[key], key
+    for key in ("conditioning", "input_normalization", "relative_maps"):
+        assert hparams["network"][key] == published["network"][key], key
+    assert hparams["network"]["width"] == 0.125  # TINY's, over every stage's
+    assert hparams["named_object_weight"] == published["named_object_weight"]
+    assert hparams["optimizer"] == published["optimizer"]  # the last stage's
     assert (publish / "model.safetensors").is_file()  # a save_pretrained folder
     module = load_trained(publish)
     assert module.network.relative is not None

@@ -74,7 +74,8 @@ def explain_main(argv: Sequence[str]) -> int:
                 images.append((path.stem, load_image(path)))
                 captions.append(args.caption)
         if images and module.uses_captions and args.caption is None:
-            raise ValueError(f"{module.hparams.conditioning} colorizes from a caption: --caption")
+            conditioning = module.network_config.conditioning
+            raise ValueError(f"{conditioning} colorizes from a caption: --caption")
         if args.capshapes > 0:
             scenes = CapShapes(length=args.capshapes, size=size, seed=1)  # validation scenes
             for i in range(args.capshapes):

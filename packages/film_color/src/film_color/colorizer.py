@@ -36,7 +36,7 @@ class FilmColorizer:
     def _captions(self, l: Tensor, captions: list[str] | None) -> list[str] | None:
         if not self.uses_captions:
             return captions
-        name = f"film_color ({self.module.hparams.conditioning})"
+        name = f"film_color ({self.module.network_config.conditioning})"
         return batch_captions(captions, l.shape[0], name)
 
     @torch.inference_mode()

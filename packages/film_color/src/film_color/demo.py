@@ -66,7 +66,7 @@ def train_fcnn_then(
             f"{CAPSHAPES_CONFIG} not found: the demo reads the configs of a source checkout "
             "(pip install -e packages/film_color)"
         )
-    fcnn = ["--model.conditioning", "none"]
+    fcnn = ["--model.network.conditioning", "none"]
     runs = {
         "none": train_or_reuse(
             run, root / "fcnn", CAPSHAPES_CONFIG, fcnn_steps, fcnn, progress=progress,
@@ -74,7 +74,8 @@ def train_fcnn_then(
         )
     }  # fmt: skip
     if conditioning != "none":
-        init = ["--model.conditioning", conditioning, "--model.init_from", str(runs["none"][0])]
+        init = ["--model.network.conditioning", conditioning,
+                "--model.init_from", str(runs["none"][0])]  # fmt: skip
         runs[conditioning] = train_or_reuse(
             run, root / conditioning, CAPSHAPES_CONFIG, steps, init, progress=progress,
             retrain=retrain,

@@ -10,6 +10,8 @@ last hidden state of a bi-directional LSTM." Here:
   id 0 is ``<pad>`` and id 1 is ``<unk>`` (words never seen, or seen fewer than ``min_count``
   times). A caption without any word encodes as the single token ``<unk>``, so every sequence
   has length at least one;
+* :class:`VocabularyConfig` holds how the vocabulary is built and captions are cut (the
+  ``vocabulary`` argument of :class:`film_color.module.FilmColorModule`);
 * :class:`CaptionEncoder` embeds the ids and runs one bidirectional LSTM layer over the packed
   sequence; ``h = [h_forward(T); h_backward(1)]``, the final state of each direction, shape
   ``(B, 2 * hidden_size)``. Packing makes ``h`` independent of how much padding follows a
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +34,7 @@ __all__ = [
     "UNK",
     "CaptionEncoder",
     "Vocabulary",
+    "VocabularyConfig",
     "tokenize",
 ]
 
@@ -148,6 +152,44 @@ class Vocabulary:
     def to_list(self) -> list[str]:
         """The id-ordered tokens (what checkpoints store)."""
         return list(self.tokens)
+
+
+@dataclass(frozen=True)
+class VocabularyConfig:
+    """How :class:`film_color.module.FilmColorModule` builds its caption vocabulary from the
+    training captions (at the start of ``fit``) and cuts captions. In a config file
+    ``vocabulary: {min_count: 3}``, on the command line ``--model.vocabulary.min_count 3``.
+
+    Args:
+        min_count: words seen fewer times in the training captions map to ``<unk>`` (>= 1).
+        max_vocab_size: keep at most this many words, most frequent first (``None``: all).
+        vocab_scan: training items read for the vocabulary when the dataset does not hold its
+            captions as records (generated scenes, shard streams) (>= 1).
+        max_caption_length: captions are cut to this many tokens (>= 1).
+    """
+
+    min_count: int = 1
+    max_vocab_size: int | None = None
+    vocab_scan: int = 5000
+    max_caption_length: int = 64
+
+    def __post_init__(self) -> None:
+        if self.min_count < 1:
+            raise ValueError(f"vocabulary.min_count must be >= 1, got {self.min_count}")
+        if self.max_vocab_size is not None and self.max_vocab_size < 1:
+            raise ValueError(
+                f"vocabulary.max_vocab_size must be >= 1 or None, got {self.max_vocab_size}"
+            )
+        if self.vocab_scan < 1 or self.max_caption_length < 1:
+            raise ValueError(
+                f"vocab_scan and max_caption_length must be >= 1, got {self.vocab_scan}, "
+                f"{self.max_caption_length}"
+            )
+
+    def build(self, captions: Iterable[str]) -> Vocabulary:
+        """The vocabulary of ``captions`` (:meth:`Vocabulary.build` with ``min_count`` and
+        ``max_vocab_size``)."""
+        return Vocabulary.build(captions, self.min_count, self.max_vocab_size)
 
 
 class CaptionEncoder(nn.Module):

@@ -30,6 +30,11 @@ The caption vocabulary is built from the training captions at the start of ``fit
 constructs the model before the data exist), or taken from the ``init_from`` checkpoint of the
 same conditioning, and stored in the checkpoint with the class weights,
 so ``FilmColorModule.load_from_checkpoint(path)`` rebuilds a ready model with no other file.
+
+The network, the vocabulary and the optimizer are each one nested argument (``network``,
+``vocabulary``, ``optimizer``; ``--model.network.width 0.25`` on the command line). Checkpoints
+and weights folders of the earlier versions, which took their fields flat (``width``,
+``min_count``, ``lr_step_size``, ...), still load (:data:`film_color.weights.FLAT_HPARAMS`).
 """
 
 from __future__ import annotations
@@ -55,21 +60,24 @@ from chromalab.modules import (
     adam_step_decay,
 )
 from chromalab.rebalance import pixel_weights
-from chromalab.tasks import ColorizationTask
-from cic.networks import OUTPUT_STRIDE, InputNormalization
-from film_color.language import Vocabulary
-from film_color.networks import GRID_SIZE, GRID_STEP, Conditioning, FilmColorNetwork
+from chromalab.tasks import ColorizationTask, as_config
+from cic.networks import OUTPUT_STRIDE
+from film_color.language import Vocabulary, VocabularyConfig
+from film_color.networks import GRID_SIZE, GRID_STEP, FilmNetworkConfig
 from film_color.weights import (
     CHECKPOINT_KEY,
+    FLAT_HPARAMS,
     film_network_state,
     init_from_cic,
     load_film_network,
+    network_hparams,
     read_weights,
     trained_steps,
 )
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "DEFAULT_OPTIMIZER",
     "FilmColorModule",
     "downsample_ab",
     "output_grid_ab",
@@ -77,6 +85,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``FilmColorModule``'s optimizer unless a config says otherwise (the paper states none): Adam
+#: 1e-4, betas (0.9, 0.999), no weight decay, the rate divided by 10 every 100k steps.
+DEFAULT_OPTIMIZER = StepDecayAdam(
+    lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0, step_size=100_000, gamma=0.1
+)
 
 
 def downsample_ab(ab: Tensor, size: Sequence[int]) -> Tensor:
@@ -123,24 +137,19 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
     """Language-conditioned colorization (FCNN / CONCAT / FILM) as a LightningModule.
 
     Args:
-        conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
-        width: channel multiplier of the FCNN (1.0 = the paper's).
-        embedding_dim: word-vector size of the caption encoder.
-        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
-        min_count: words seen fewer times in the training captions map to ``<unk>``.
-        max_vocab_size: keep at most this many words (most frequent first).
-        vocab_scan: training items read for the vocabulary when the dataset does not hold its
-            captions as records (generated scenes, shard streams).
-        max_caption_length: captions are cut to this many tokens.
-        relative_maps: ``K`` > 0 appends, after every block, each cell's ``x``/``y`` relative
-            to ``K`` learned attention centroids of the block's output
-            (:class:`film_color.networks.RelativeMaps`; beyond the paper, 0 by default).
-        input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``, the default) or ``"image"``
-            (each image standardized to zero mean and unit variance,
-            :func:`chromalab.color.standardize_l`; beyond the paper). On CapShapes, whose
-            lightness is drawn independently of colour, ``"image"`` lets the network find the
-            shapes sooner (``benchmarks/results/film_input_normalization.md``). A ``film-color fit``
-            checkpoint given to ``init_from`` must have been trained with the same setting.
+        network: the network (:class:`film_color.networks.FilmNetworkConfig`): ``conditioning``
+            (``"none"`` FCNN, ``"concat"`` Eq. 1, ``"film"`` Eq. 2-3), ``width`` (channel
+            multiplier of the FCNN, 1.0 = the paper's), ``embedding_dim`` and ``hidden_size``
+            of the caption encoder, and beyond the paper ``relative_maps`` (``K`` learned
+            centroids whose relative coordinates follow every block) and
+            ``input_normalization`` (``"paper"`` or ``"image"``: each grey image standardized;
+            a ``film-color fit`` checkpoint given to ``init_from`` must have been trained with
+            the same setting). Default: the paper's FILM. In a config file ``network:
+            {conditioning: film, width: 0.25}``, on the command line
+            ``--model.network.width 0.25``; fields not given keep their defaults.
+        vocabulary: how the caption vocabulary is built at the start of ``fit`` and captions
+            are cut (:class:`film_color.language.VocabularyConfig`: ``min_count``,
+            ``max_vocab_size``, ``vocab_scan``, ``max_caption_length``).
         init_from: CIC weights for the convolutional layers (§3.1): a ``cic fit`` or
             ``film-color fit`` checkpoint, or the released ``colorization_release_v2-*.pth``
             (see :mod:`film_color.weights`). A ``film-color fit`` checkpoint of the same
@@ -155,12 +164,15 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
             estimated from the first ``prior_batches`` training batches (all ranks together).
         prior_batches: batches used to estimate the prior when no file is given.
         temperature: annealed-mean temperature for decoding.
-        lr, betas, weight_decay: Adam settings.
-        relative_lr_scale: the attentions of ``relative_maps`` learn at
-            ``relative_lr_scale * lr`` (they start at zero, usually beside a trained network
-            continued at a small rate).
-        lr_step_size, lr_gamma: multiply the learning rate by ``lr_gamma`` every
-            ``lr_step_size`` optimizer steps.
+        optimizer: Adam with step decay (:class:`chromalab.modules.StepDecayAdam`: ``lr``,
+            ``betas``, ``weight_decay``, and the rate multiplied by ``gamma`` every
+            ``step_size`` optimizer steps); default :data:`DEFAULT_OPTIMIZER` (1e-4,
+            (0.9, 0.999), 0, x0.1 every 100k steps). A partial setting keeps the other
+            defaults: ``optimizer: {lr: 1.0e-3}``, ``--model.optimizer.lr 1e-3``.
+        relative_lr_scale: the attentions of ``network.relative_maps`` learn at
+            ``relative_lr_scale * optimizer.lr`` (they start at zero, usually beside a trained
+            network continued at a small rate). A training setting, kept beside ``optimizer``
+            rather than in ``network``: it does not change the network that is built.
         named_object_weight: training only, beyond the paper (0, the default, is the paper's
             loss): output cells covered by objects the caption names weigh
             ``1 + named_object_weight * coverage`` times their rebalanced weight, ``coverage``
@@ -176,30 +188,22 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
             ``benchmarks/film_speed.py``).
     """
 
+    #: the flat arguments of earlier versions, now fields of ``network``, ``vocabulary`` and
+    #: ``optimizer``: their checkpoints and weights folders still load
+    moved_hparams = FLAT_HPARAMS
+
     def __init__(
         self,
-        conditioning: Conditioning = "film",
-        width: float = 1.0,
-        embedding_dim: int = 300,
-        hidden_size: int = 256,
-        min_count: int = 1,
-        max_vocab_size: int | None = None,
-        vocab_scan: int = 5000,
-        max_caption_length: int = 64,
-        relative_maps: int = 0,
-        input_normalization: InputNormalization = "paper",
+        network: FilmNetworkConfig = FilmNetworkConfig(),  # noqa: B008 (frozen)
+        vocabulary: VocabularyConfig = VocabularyConfig(),  # noqa: B008 (frozen)
         init_from: str | None = None,
         lam: float = 0.5,
         sigma: float = 5.0,
         prior: str | None = None,
         prior_batches: int = 50,
         temperature: float = 0.38,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
+        optimizer: StepDecayAdam = DEFAULT_OPTIMIZER,
         relative_lr_scale: float = 1.0,
-        lr_step_size: int = 100_000,
-        lr_gamma: float = 0.1,
         manipulation_seed: int = 0,
         channels_last: bool = True,
         named_object_weight: float = 0.0,
@@ -212,25 +216,16 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
             raise ValueError(f"relative_lr_scale must be > 0, got {relative_lr_scale}")
         if named_object_weight < 0:
             raise ValueError(f"named_object_weight must be >= 0, got {named_object_weight}")
-        if vocab_scan < 1 or max_caption_length < 1:
-            raise ValueError(
-                f"vocab_scan and max_caption_length must be >= 1, got {vocab_scan}, "
-                f"{max_caption_length}"
-            )
-        super().__init__()
+        super().__init__()  # completes and checks network, vocabulary and optimizer
 
     def configure_models(self) -> None:
         hp = self.hparams
+        #: the network's configuration (``hparams.network`` as its dataclass)
+        self.network_config = as_config(FilmNetworkConfig, hp.network)
+        #: how the vocabulary is built and captions cut (``hparams.vocabulary``)
+        self.vocabulary_config = as_config(VocabularyConfig, hp.vocabulary)
         self.bins = ABBins.grid(GRID_SIZE, GRID_STEP)
-        self.network = FilmColorNetwork(
-            conditioning=hp.conditioning,
-            width=hp.width,
-            embedding_dim=hp.embedding_dim,
-            hidden_size=hp.hidden_size,
-            relative_maps=hp.relative_maps,
-            input_normalization=hp.input_normalization,
-            num_classes=self.bins.num_bins,
-        )
+        self.network = self.network_config.build(num_classes=self.bins.num_bins)
         self._memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
         self.network.fcnn.to(memory_format=self._memory_format)
         self.register_buffer("class_weights", torch.ones(self.bins.num_bins))
@@ -263,15 +258,17 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
         """Token ids ``(B, T)`` and lengths ``(B,)`` of ``batch`` captions, on this device."""
         if self.vocabulary is None:
             raise RuntimeError(
-                f"conditioning {self.hparams.conditioning!r} needs the caption vocabulary: fit "
-                "the model first or load it from a checkpoint"
+                f"conditioning {self.network_config.conditioning!r} needs the caption "
+                "vocabulary: fit the model first or load it from a checkpoint"
             )
         if captions is None:
-            raise ValueError(f"conditioning {self.hparams.conditioning!r} needs captions")
+            raise ValueError(f"conditioning {self.network_config.conditioning!r} needs captions")
         captions = list(captions)
         if len(captions) != batch:
             raise ValueError(f"{batch} images but {len(captions)} captions")
-        tokens, lengths = self.vocabulary.encode(captions, self.hparams.max_caption_length)
+        tokens, lengths = self.vocabulary.encode(
+            captions, self.vocabulary_config.max_caption_length
+        )
         return tokens.to(self.device), lengths
 
     def caption_encoding(self, captions: Sequence[str] | None, batch: int) -> Tensor | None:
@@ -323,13 +320,14 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
         """``init_from``: a checkpoint of this conditioning whole, else the CIC layers (§3.1)."""
         blob = read_weights(path)
         # the released CIC weights and older checkpoints were all trained on CIC's own input
-        theirs = (blob.get("hyper_parameters") or {}).get("input_normalization", "paper")
-        if theirs != self.hparams.input_normalization:
+        theirs = network_hparams(blob).get("input_normalization", "paper")
+        ours = self.network_config.input_normalization
+        if theirs != ours:
             raise ValueError(
                 f"init_from {path} was trained with input_normalization {theirs!r}, this model "
-                f"uses {self.hparams.input_normalization!r}: its weights expect other inputs"
+                f"uses {ours!r}: its weights expect other inputs"
             )
-        whole = film_network_state(blob, self.hparams.conditioning)
+        whole = film_network_state(blob, self.network_config.conditioning)
         if whole is None:
             init_from_cic(self.network.fcnn, path, self.bins, blob)
         else:
@@ -352,16 +350,13 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
             dataset = getattr(datamodule, "train_dataset", None)
             if dataset is None:
                 raise RuntimeError("no training dataset to build the caption vocabulary from")
-            vocab = Vocabulary.build(
-                training_captions(dataset, self.hparams.vocab_scan),
-                self.hparams.min_count,
-                self.hparams.max_vocab_size,
-            )
+            config = self.vocabulary_config
+            vocab = config.build(training_captions(dataset, config.vocab_scan))
             if len(vocab) <= 2:
                 raise ValueError(
                     f"the training data of {datamodule!r} has no caption words; conditioning "
-                    f"{self.hparams.conditioning!r} needs captioned data (source capshapes, "
-                    "captions or webdataset with captions)"
+                    f"{self.network_config.conditioning!r} needs captioned data (source "
+                    "capshapes, captions or webdataset with captions)"
                 )
             tokens = vocab.to_list()
             logger.info("caption vocabulary: %d tokens", len(tokens))
@@ -384,7 +379,7 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
         elif self.uses_captions:
             raise ValueError(
                 f"checkpoint has no caption vocabulary (key {CHECKPOINT_KEY!r}) but conditioning "
-                f"is {self.hparams.conditioning!r}"
+                f"is {self.network_config.conditioning!r}"
             )
         self.input_size = extras.get("input_size")
         self.steps_before = int(extras.get("steps_before") or 0)
@@ -475,20 +470,18 @@ class FilmColorModule(ClassRebalancing, SceneCaptionMetrics, StagedEvaluation, C
         return {"rgb": recombine(batch["l"], ab), "ab": ab}
 
     def configure_optimizers(self):
-        """Adam with step decay (:func:`chromalab.modules.adam_step_decay`); the relative-map
-        attentions in a group of their own at ``relative_lr_scale * lr`` when that is not 1."""
-        hp = self.hparams
-        settings = StepDecayAdam(hp.lr, hp.betas, hp.weight_decay, hp.lr_step_size, hp.lr_gamma)
+        """Adam with step decay (:func:`chromalab.modules.adam_step_decay`, the ``optimizer``
+        settings); the relative-map attentions in a group of their own at
+        ``relative_lr_scale * optimizer.lr`` when that is not 1."""
+        settings = as_config(StepDecayAdam, self.hparams.optimizer)
         relative = self.network.relative
-        if relative is None or self.hparams.relative_lr_scale == 1.0:
+        scale = self.hparams.relative_lr_scale
+        if relative is None or scale == 1.0:
             return adam_step_decay(self.network.parameters(), settings)
         own = {id(p) for p in relative.parameters()}
         rest = [p for p in self.network.parameters() if id(p) not in own]
         groups = [
             {"params": rest},
-            {
-                "params": list(relative.parameters()),
-                "lr": self.hparams.lr * self.hparams.relative_lr_scale,
-            },
+            {"params": list(relative.parameters()), "lr": settings.lr * scale},
         ]
         return adam_step_decay(groups, settings)

@@ -27,16 +27,20 @@ the next block start at zero, :func:`film_color.weights.load_film_network`).
 
 ``h`` is the caption encoding of :class:`film_color.language.CaptionEncoder` (§2.3). The image
 network is CIC's own module, so its weights keep CIC's names (``fcnn.blocks.*``).
+
+:class:`FilmNetworkConfig` is what builds a network (the ``network`` argument of
+:class:`film_color.module.FilmColorModule`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from cic.networks import CICNetwork, InputNormalization
+from cic.networks import INPUT_NORMALIZATIONS, CICNetwork, InputNormalization
 from film_color.language import CaptionEncoder
 
 __all__ = [
@@ -47,6 +51,7 @@ __all__ = [
     "Conditioning",
     "FiLM",
     "FilmColorNetwork",
+    "FilmNetworkConfig",
     "RelativeMaps",
     "coordinate_maps",
     "tile",
@@ -141,7 +146,7 @@ class FiLM(nn.Module):
 class FilmColorNetwork(nn.Module):
     """Language-conditioned colorization network: FCNN, CONCAT or FILM.
 
-    Args (keyword only, in the order of :class:`film_color.module.FilmColorModule`):
+    Args (keyword only; :class:`FilmNetworkConfig` holds them but the last two):
         conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
         width: channel multiplier of the FCNN (1.0 = the paper's 64-...-512 widths).
         embedding_dim: word-vector size.
@@ -273,3 +278,74 @@ class FilmColorNetwork(nn.Module):
         self, l: Tensor, tokens: Tensor | None = None, lengths: Tensor | None = None
     ) -> Tensor:
         return self.decode(l, self.encode_caption(tokens, lengths))
+
+
+@dataclass(frozen=True)
+class FilmNetworkConfig:
+    """What builds a :class:`FilmColorNetwork` (the ``network`` argument of
+    :class:`film_color.module.FilmColorModule`; in a config file ``network: {conditioning: film,
+    width: 0.25}``, on the command line ``--model.network.width 0.25``). Defaults are the
+    paper's.
+
+    Args:
+        conditioning: ``"none"`` (FCNN), ``"concat"`` (Eq. 1) or ``"film"`` (Eq. 2-3).
+        width: channel multiplier of the FCNN (1.0 = the paper's 64-...-512 widths; > 0).
+        embedding_dim: word-vector size of the caption encoder.
+        hidden_size: LSTM state size per direction (``dim(h) = 2 * hidden_size``).
+        relative_maps: ``K`` > 0 appends, after every block, each cell's ``x``/``y`` relative
+            to ``K`` learned attention centroids of the block's output (:class:`RelativeMaps`;
+            beyond the paper, 0 by default).
+        input_normalization: ``"paper"`` (CIC's ``(L - 50) / 100``, the default) or ``"image"``
+            (each image standardized to zero mean and unit variance,
+            :func:`chromalab.color.standardize_l`; beyond the paper). On CapShapes, whose
+            lightness is drawn independently of colour, ``"image"`` lets the network find the
+            shapes sooner (``benchmarks/results/film_input_normalization.md``).
+    """
+
+    conditioning: Conditioning = "film"
+    width: float = 1.0
+    embedding_dim: int = 300
+    hidden_size: int = 256
+    relative_maps: int = 0
+    input_normalization: InputNormalization = "paper"
+
+    def __post_init__(self) -> None:
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(
+                f"network.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}"
+            )
+        if not self.width > 0:
+            raise ValueError(f"network.width must be > 0, got {self.width}")
+        if self.embedding_dim < 1 or self.hidden_size < 1:
+            raise ValueError(
+                f"network.embedding_dim and hidden_size must be >= 1, got {self.embedding_dim}, "
+                f"{self.hidden_size}"
+            )
+        if self.relative_maps < 0:
+            raise ValueError(f"network.relative_maps must be >= 0, got {self.relative_maps}")
+        if self.input_normalization not in INPUT_NORMALIZATIONS:
+            raise ValueError(
+                f"network.input_normalization must be one of {INPUT_NORMALIZATIONS}, got "
+                f"{self.input_normalization!r}"
+            )
+
+    @property
+    def uses_captions(self) -> bool:
+        """Whether the network reads captions (CONCAT and FILM)."""
+        return self.conditioning != "none"
+
+    def build(
+        self, num_classes: int = NUM_CLASSES, vocab_size: int | None = None
+    ) -> FilmColorNetwork:
+        """The network, with fresh weights; ``vocab_size``: see :class:`FilmColorNetwork`
+        (``None`` defers the word embedding until the vocabulary is known)."""
+        return FilmColorNetwork(
+            conditioning=self.conditioning,
+            width=self.width,
+            embedding_dim=self.embedding_dim,
+            hidden_size=self.hidden_size,
+            relative_maps=self.relative_maps,
+            input_normalization=self.input_normalization,
+            vocab_size=vocab_size,
+            num_classes=num_classes,
+        )

@@ -25,6 +25,11 @@ Transfer rules, applied to every tensor of the target :class:`~cic.networks.CICN
 * anything else that does not fit (another width, a missing block) raises ``ValueError`` naming
   the tensor and both shapes.
 
+Checkpoints and weights folders of every version are read: the flat hyper-parameters of the
+versions before :class:`~film_color.module.FilmColorModule` took nested ``network``,
+``vocabulary`` and ``optimizer`` arguments are brought to today's form by
+:func:`nested_hparams` (:data:`FLAT_HPARAMS`).
+
 A ``film-color fit`` checkpoint of a caption-conditioned model with the *same* conditioning is
 taken whole instead (:func:`film_network_state`): every network weight (convolutions, readout,
 caption encoder, FiLM/CONCAT layers) and the vocabulary. That is how a run goes on with a new
@@ -37,24 +42,32 @@ at zero.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from chromalab.bins import ABBins
 from chromalab.hub import STATE_FILE, is_hub_folder
+from chromalab.modules import FLAT_OPTIMIZER_HPARAMS
+from chromalab.tasks import as_config, nest_flat_hparams
 from cic.networks import CICNetwork
+from film_color.networks import FilmNetworkConfig
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "FLAT_HPARAMS",
     "TransferReport",
     "init_from_cic",
     "film_network_state",
     "load_film_network",
     "load_cic_state",
     "load_trained",
+    "nested_hparams",
+    "network_hparams",
     "publish",
     "read_weights",
     "slim_checkpoint",
@@ -73,6 +86,43 @@ CHECKPOINT_KEY = "film_color"
 #: Lightning's ``save_weights_only`` leaves out. They are two thirds of a ``film-color fit``
 #: checkpoint (Adam keeps two moments per weight).
 TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "callbacks")
+
+#: The fields of ``network`` and ``vocabulary`` that ``FilmColorModule`` took flat before them.
+_FLAT_NETWORK = ("conditioning", "width", "embedding_dim", "hidden_size", "relative_maps",
+                 "input_normalization")  # fmt: skip
+_FLAT_VOCABULARY = ("min_count", "max_vocab_size", "vocab_scan", "max_caption_length")
+#: Where the flat hyper-parameters of ``FilmColorModule`` before its nested configurations went:
+#: flat name -> (argument, field) (:attr:`film_color.module.FilmColorModule.moved_hparams`).
+FLAT_HPARAMS: dict[str, tuple[str, str]] = {
+    **{name: ("network", name) for name in _FLAT_NETWORK},
+    **{name: ("vocabulary", name) for name in _FLAT_VOCABULARY},
+    **FLAT_OPTIMIZER_HPARAMS,  # lr, betas, weight_decay; lr_step_size, lr_gamma renamed
+}
+
+
+def nested_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``FilmColorModule`` hyper-parameters (a checkpoint's, a ``config.json``) in today's
+    form: the flat ones of earlier versions (:data:`FLAT_HPARAMS`) put into ``network``,
+    ``vocabulary`` and ``optimizer`` (``lr_step_size`` and ``lr_gamma`` become
+    ``optimizer.step_size`` and ``optimizer.gamma``); nested ones come back unchanged.
+
+    >>> nested_hparams({"conditioning": "film", "width": 0.25, "lr_gamma": 0.3, "lam": 0.5})
+    {'lam': 0.5, 'network': {'conditioning': 'film', 'width': 0.25}, 'optimizer': {'gamma': 0.3}}
+    """
+    return nest_flat_hparams(hparams, FLAT_HPARAMS)
+
+
+def network_hparams(blob: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``network`` hyper-parameters of the weights ``blob`` (:func:`read_weights`): of a
+    ``film-color fit`` checkpoint or weights folder of any version, every field of
+    :class:`~film_color.networks.FilmNetworkConfig` (those a ``config.json`` leaves out at
+    their defaults); of a ``cic fit`` checkpoint, its ``width``; of the released CIC weights,
+    ``{}``."""
+    hparams = blob.get("hyper_parameters") or {}
+    network = nested_hparams(hparams).get("network") or {}
+    if "network" in hparams or "conditioning" in hparams:  # a FilmColorModule's
+        return asdict(as_config(FilmNetworkConfig, network))
+    return dict(network)
 
 
 @dataclass
@@ -141,7 +191,7 @@ def publish(ckpt: str | Path, folder: str | Path) -> Path:
     module.steps_before = trained_steps(read_weights(ckpt))
     folder = Path(folder)
     module.save_pretrained(folder)
-    h = module.hparams
+    h = module.network_config
     (folder / "README.md").write_text(
         "---\nlibrary_name: chromalab\ntags: [colorization, chromalab, film_color]\n---\n\n"
         'A FILM colorization network (Manjunatha, Iyyer, Boyd-Graber and Davis, "Learning to '
@@ -183,13 +233,12 @@ def film_network_state(blob: dict, conditioning: str) -> tuple[dict[str, Tensor]
         their convolutional layers, through :func:`init_from_cic`.
     """
     extras = blob.get(CHECKPOINT_KEY)
-    hparams = blob.get("hyper_parameters") or {}
     if (
         conditioning == "none"
         or "state_dict" not in blob
         or not isinstance(extras, dict)
         or extras.get("vocabulary") is None
-        or hparams.get("conditioning") != conditioning
+        or network_hparams(blob).get("conditioning") != conditioning
     ):
         return None
     prefix = "network."
@@ -305,7 +354,7 @@ def transfer_cic_weights(
         if dim is None or list(value.shape) != expected or value.shape[dim] > tensor.shape[dim]:
             raise ValueError(
                 f"{source}: '{key}' has shape {tuple(value.shape)}, this model needs "
-                f"{tuple(tensor.shape)} (same CIC width? width is set by model.width)"
+                f"{tuple(tensor.shape)} (same CIC width? width is set by model.network.width)"
             )
         widened = torch.zeros_like(tensor)
         widened.narrow(dim, 0, value.shape[dim]).copy_(value)
@@ -353,8 +402,8 @@ def load_film_network(
         result = network.load_state_dict(rest, strict=False)
     except RuntimeError as err:
         raise ValueError(
-            f"{source}: a checkpoint of another size than this model (width, embedding_dim, "
-            f"hidden_size must match): {err}"
+            f"{source}: a checkpoint of another size than this model (network.width, "
+            f"embedding_dim, hidden_size must match): {err}"
         ) from None
     # relative maps a source lacks keep their zero attention: uniform, centroid at the centre
     missing = [k for k in result.missing_keys if not k.startswith((prefix, "relative."))]
