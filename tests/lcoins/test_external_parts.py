@@ -75,7 +75,7 @@ def test_a_folder_missing_a_trained_tensor_or_holding_the_text_encoder_is_an_err
     (broken / "config.json").write_text((folder / "config.json").read_text())
     missing = "network.group_tokens"
     save_file({k: v for k, v in tensors.items() if k != missing}, broken / "model.safetensors")
-    with pytest.raises(RuntimeError, match=r"missing \['network\.group_tokens'\]"):
+    with pytest.raises(RuntimeError, match=r"LCoInsModule: missing \['network\.group_tokens'\]"):
         LCoInsModule.from_pretrained(broken)
     text = {TEXT + k: v for k, v in module.network.text_encoder.state_dict().items()}
     save_file(tensors | text, broken / "model.safetensors")
