@@ -52,12 +52,13 @@ MODULES: dict[str, Module] = {
     "lcoins-grouping": Module(
         "packages/lcoins", "lcoins", ("grouping.py",), ("tests/lcoins/test_grouping.py",)
     ),
-    # the guidance and the sampling loop of pipeline.py (its input checks, masks and tokens aside)
+    # the guidance and the sampling loop of pipeline.py (its input checks, masks and tokens
+    # aside); test_segment.py samples with SAM prompts and automatic masks
     "lcad-guidance": Module(
         "packages/lcad",
         "lcad",
         ("pipeline.py",),
-        ("tests/lcad/test_pipeline.py",),
+        ("tests/lcad/test_pipeline.py", "tests/lcad/test_segment.py"),
         {
             "pipeline.py": (
                 "make_scheduler",
@@ -142,7 +143,7 @@ def only_functions(path: Path, keep: tuple[str, ...]) -> None:
             self.scope.pop()
             if name in keep:
                 self.kept.add(name)
-                return updated
+                return _undecorated(updated)
             header = updated.body.header
             old = header.comment.value + "  " if header.comment else ""
             comment = cst.Comment(old + PRAGMA)
@@ -157,6 +158,28 @@ def only_functions(path: Path, keep: tuple[str, ...]) -> None:
     if missing := set(keep) - mark.kept:
         raise ValueError(f"{path}: no function {sorted(missing)}")
     path.write_text(tree.code)
+
+
+def _undecorated(function):
+    """``function`` without its decorators, applied after it instead (``f = d(f)``), the same
+    function for its callers: mutmut 3 leaves a decorated function unmutated (``@classmethod`` and
+    ``@staticmethod`` aside), e.g. a pipeline's ``@torch.no_grad() __call__``."""
+    import libcst as cst
+
+    decorators = [d.decorator for d in function.decorators]
+    names = [d.value if isinstance(d, cst.Name) else None for d in decorators]
+    if not decorators or set(names) & {"classmethod", "staticmethod"}:
+        return function
+    wrapped: cst.BaseExpression = function.name
+    for decorator in reversed(decorators):
+        wrapped = cst.Call(func=decorator, args=[cst.Arg(wrapped)])
+    assign = cst.SimpleStatementLine(
+        [cst.Assign([cst.AssignTarget(function.name)], wrapped)],
+        trailing_whitespace=cst.TrailingWhitespace(
+            whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment("# pragma: no mutate")
+        ),
+    )
+    return cst.FlattenSentinel([function.with_changes(decorators=[]), assign])
 
 
 def _toml_list(items: list[str]) -> str:

@@ -5,6 +5,7 @@ every input rule, output types, and a ``save_pretrained`` / ``from_pretrained`` 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -15,7 +16,13 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from chromalab.color import rgb_to_l_ab
 from lcad.attention import EditableCrossAttention, EditMode, install_editable_attention
 from lcad.colorizer import LCADColorizer
-from lcad.pipeline import SCHEDULERS, LCADPipeline, check_one_mask_source, phrase_tokens
+from lcad.pipeline import (
+    SCHEDULERS,
+    LCADPipeline,
+    check_one_mask_source,
+    edit_mode,
+    phrase_tokens,
+)
 from lcad.stages import LCADDiffusionModule
 from tests.lcad.components import TINY_TEXT, TINY_UNET, TINY_VAE
 
@@ -355,3 +362,142 @@ def test_phrase_tokens_pick_the_colour_words():
     assert [ids[t] for t in picked[0].nonzero().flatten()] == ["red"]
     assert [ids[t] for t in picked[1].nonzero().flatten()] == ["square"]  # no colour: all of it
     assert [ids[t] for t in picked[2].nonzero().flatten()] == ["blue"]
+
+
+def test_which_steps_observe_edit_or_sample_plainly():
+    """Algorithm 1 edits the first ``edit_steps`` steps (``None``: all); automatic masks observe
+    the first step's attention and edit from the second; attention maps observe every step."""
+    rec, obs = EditMode.RECORD, EditMode.OBSERVE
+    assert [edit_mode(i, None) for i in range(3)] == [rec, rec, rec]
+    assert [edit_mode(i, 2) for i in range(4)] == [rec, rec, None, None]
+    assert [edit_mode(i, None, observe_first=True) for i in range(3)] == [obs, rec, rec]
+    assert [edit_mode(i, 2, observe_first=True) for i in range(3)] == [obs, rec, None]
+    assert [edit_mode(i, 0, observe_all=True) for i in range(3)] == [obs, obs, obs]
+
+
+def test_one_step_guides_each_images_noise_with_its_own_caption(monkeypatch):
+    """``denoise_step`` on 3 images: one UNet call on ``[conditional; unconditional]`` (6 rows),
+    then the scheduler's step on ``ε_u + s (ε_c - ε_u)`` of each image."""
+    pipe = _pipeline()
+    pipe.scheduler.set_timesteps(4)
+    t = pipe.scheduler.timesteps[1]
+    torch.manual_seed(0)
+    latents = torch.randn(3, 4, 8, 8)
+    # a context row's value scales the stub's prediction: images 1..3, then the empty caption
+    context = torch.tensor([1.0, 2.0, 3.0, 0.5, 0.5, 0.5]).view(6, 1, 1)
+    rows = []
+
+    def forward(sample, timestep, encoder_hidden_states, **_):
+        rows.append(sample.shape[0])
+        return sample * encoder_hidden_states.view(-1, 1, 1, 1)
+
+    monkeypatch.setattr(pipe.unet, "forward", forward)
+    x = pipe.scheduler.scale_model_input(latents, t)
+    cond, uncond = x * torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1), 0.5 * x
+    expected = pipe.scheduler.step(uncond + 7.5 * (cond - uncond), t, latents).prev_sample
+    torch.testing.assert_close(pipe.denoise_step(latents, t, context, 7.5), expected)
+    assert rows == [6]
+    with pytest.raises(ValueError, match="EditMode.RECORD needs an edit"):
+        pipe.denoise_step(latents, t, context, 7.5, None, EditMode.RECORD)
+
+
+def test_stochastic_schedulers_draw_their_noise_from_the_generators(monkeypatch):
+    """Under a scheduler that adds noise at each step (DDPM, Euler ancestral, SDE-DPM++) the
+    same generators give the same colours, whatever the global random state."""
+    pipe, l = _pipeline(), _grey(32, 32)
+    _stub_unet(monkeypatch, pipe, lambda x, t, c: 0.1 * x)
+    takes = lambda n: "generator" in inspect.signature(SCHEDULERS[n][0].step).parameters  # noqa: E731
+    stochastic = [n for n in SCHEDULERS if takes(n)]
+    assert {"ddpm", "euler-a", "dpm++-sde"} <= set(stochastic)
+    for name in stochastic:
+        pipe.use_scheduler(name)
+        runs = []
+        for global_seed in (100, 200):
+            torch.manual_seed(global_seed)
+            runs.append(pipe(l, CAPTIONS, num_inference_steps=3, generator=_gens(1, 2)).images)
+        assert torch.equal(*runs), name
+
+
+def test_the_initial_latents_are_the_generators_noise_at_the_schedulers_scale():
+    """Each image's noise from its generator (or the batch's from one generator, or the global
+    random state without one), drawn on the generator's device whatever the default device,
+    then moved to the sampling device and dtype and scaled to the scheduler's initial noise."""
+    pipe = _pipeline().use_scheduler("euler")
+    pipe.scheduler.set_timesteps(4)
+    sigma = pipe.scheduler.init_noise_sigma
+    assert sigma > 4  # Euler starts at sqrt(σ_max² + 1), not at unit noise
+    shape = (2, pipe.vae.config.latent_channels, 32 // 4, 48 // 4)
+    assert pipe.vae_scale_factor == 4
+    each = torch.stack([torch.randn(shape[1:], generator=g) for g in _gens(1, 2)]) * sigma
+    batch = torch.randn(shape, generator=torch.Generator().manual_seed(5)) * sigma
+    one = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    f64 = torch.float64
+    torch.testing.assert_close(pipe.prepare_latents(2, 32, 48, _gens(1, 2), "cpu", f64),
+                               each.double())  # fmt: skip
+    torch.testing.assert_close(pipe.prepare_latents(2, 32, 48, one(), "cpu", f64), batch.double())
+    torch.manual_seed(9)
+    unseeded = torch.randn(shape) * sigma
+    torch.manual_seed(9)
+    torch.testing.assert_close(pipe.prepare_latents(2, 32, 48, None, "cpu", f64), unseeded.double())
+    with torch.device("meta"):  # another default device (as torch.set_default_device("cuda"))
+        torch.testing.assert_close(pipe.prepare_latents(2, 32, 48, _gens(1, 2), "cpu", f64),
+                                   each.double())  # fmt: skip
+        torch.testing.assert_close(pipe.prepare_latents(2, 32, 48, one(), "cpu", f64),
+                                   batch.double())  # fmt: skip
+    z = pipe.prepare_latents(2, 32, 48, _gens(1, 2), "meta", torch.float16)
+    assert z.device.type == "meta" and z.dtype == torch.float16 and z.shape == shape
+
+
+def test_the_output_holds_masks_mass_and_maps_only_when_asked():
+    pipe, l = _pipeline(), _grey()
+    run = lambda **kw: pipe(l, CAPTIONS, num_inference_steps=2, generator=_gens(1, 2), **kw)  # noqa: E731
+    for options in ({}, {"masks": _masks()}):
+        out = run(**options)
+        assert (out.masks, out.mass, out.attention) == (None, None, None), options
+    assert len(run(masks=_masks(), track_mass=True).mass) > 0
+    plain = run(return_dict=False)
+    assert isinstance(plain, tuple) and len(plain) == 1
+
+
+def test_attention_maps_are_each_colour_words_map_of_the_latent():
+    """One map per colour word (``(h, w)`` of the latent, scaled to ``[0, 1]``); a caption
+    without colour words has none."""
+    pipe, l = _pipeline(), _grey()
+    out = pipe(l, CAPTIONS, num_inference_steps=2, generator=_gens(1, 2), attention_maps=True)
+    assert [list(maps) for maps in out.attention] == [["red", "blue"], ["green"]]
+    for maps in out.attention:
+        for m in maps.values():
+            assert m.shape == (8, 12) and m.min() == 0 and m.max() == 1
+    assert not torch.equal(out.attention[0]["red"], out.attention[0]["blue"])
+    bare = pipe(l, ["a circle", "two squares"], num_inference_steps=2, attention_maps=True)
+    assert bare.attention == [{}, {}]
+
+
+def test_one_generator_for_the_batch_or_none():
+    pipe, l = _pipeline(), _grey()
+    run = lambda g: pipe(l, CAPTIONS, num_inference_steps=2, generator=g).images  # noqa: E731
+    one = run(torch.Generator().manual_seed(4))
+    assert one.shape == (2, 3, 32, 48)
+    assert torch.equal(one, run(torch.Generator().manual_seed(4)))
+    assert run(None).shape == (2, 3, 32, 48)
+
+
+def test_the_unet_reads_the_luminance_encoders_last_features(monkeypatch):
+    pipe, l = _pipeline(), _grey()
+    given, luminance = [], pipe.unet.luminance
+    monkeypatch.setattr(pipe.unet, "luminance", lambda f: given.append(f) or luminance(f))
+    pipe(l, CAPTIONS, num_inference_steps=1, generator=_gens(1, 2))
+    features = pipe.autoencoder.luminance_features(pipe.lightness(l))
+    assert len(given) == 1 and torch.equal(given[0], features[-1])
+    assert not torch.equal(features[-1], features[-2])  # the check is not vacuous
+
+
+def test_a_bfloat16_pipeline_samples_the_float32_colours():
+    """Latents, context and luminance features follow the pipeline's dtype (a float32 one in a
+    bfloat16 UNet is an error); the colours agree to bfloat16's rounding."""
+    pipe, l = _pipeline(), _grey()
+    run = lambda: pipe(l, CAPTIONS, num_inference_steps=2, generator=_gens(1, 2)).images  # noqa: E731
+    full = run()
+    pipe.to(dtype=torch.bfloat16)
+    half = run()
+    assert (half.float() - full).abs().max() < 0.1
