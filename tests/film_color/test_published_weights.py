@@ -140,3 +140,24 @@ def test_the_readme_scoring_command(monkeypatch, capsys):
         assert printed[key] == pytest.approx(value, abs=0.02), key
     # the 64 validation scenes' pins are of the same model: the splits agree within noise
     assert abs(printed["manipulation_accuracy"] - RECORDED_64["manipulation_accuracy"]) < 0.05
+
+
+def test_scenes_of_a_kind_reach_the_scoring(monkeypatch, capsys):
+    """``--options`` draws the test scenes with CapShapes options (here two or more objects that
+    share a noun, the instance-awareness scenes): the data module's scenes obey them, and the
+    published model scores other figures on them than on the default scenes."""
+    import film_color.evaluate as film_evaluate
+
+    shared = {"min_objects": 2, "shared_noun_prob": 1.0}
+    data = scene_data(16, 64, options=shared)
+    data.setup("test")
+    for scene in (data.test_dataset[i] for i in range(16)):
+        shapes = [s for s in scene["shape_ids"].tolist() if s >= 0]
+        assert len(shapes) >= 2 and len(set(shapes)) < len(shapes)
+    seen = []
+    monkeypatch.setattr(film_evaluate, "evaluate", lambda *a, **kw: seen.append(kw) or {"x": 1.0})
+    film_evaluate.main([str(PUBLISHED), "--scenes", "16", "--options", json.dumps(shared)])
+    assert seen[0]["options"] == shared
+    monkeypatch.undo()
+    plain, kind = (evaluate(PUBLISHED, scenes=32, split="test", options=o) for o in (None, shared))
+    assert plain["caption_consistency"] != kind["caption_consistency"]

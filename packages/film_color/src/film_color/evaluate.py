@@ -15,15 +15,16 @@ et al., "Learning to Color from Language", NAACL 2018 (arXiv:1804.06026).
 
     python -m film_color.evaluate                  # the published model, 2048 test scenes
     python -m film_color.evaluate path/to.ckpt --split val --scenes 512
+    python -m film_color.evaluate --options '{"min_objects": 2, "shared_noun_prob": 1.0}'
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 
@@ -44,9 +45,12 @@ PUBLISHED = Path(__file__).resolve().parents[4] / "benchmarks" / "weights" / "ca
 Split = Literal["val", "test"]
 
 
-def scene_data(scenes: int, size: int, batch_size: int = 64) -> FilmColorDataModule:
+def scene_data(
+    scenes: int, size: int, batch_size: int = 64, options: Mapping[str, Any] | None = None
+) -> FilmColorDataModule:
     """The CapShapes data module whose validation and test splits hold ``scenes`` scenes drawn
-    at ``size`` pixels (the scenes are the same at every size, drawn at another resolution)."""
+    at ``size`` pixels (the scenes are the same at every size, drawn at another resolution),
+    with CapShapes ``options`` (e.g. ``{"min_objects": 2, "shared_noun_prob": 1.0}``)."""
     return FilmColorDataModule(
         source="capshapes",
         capshapes_size=size,
@@ -54,6 +58,7 @@ def scene_data(scenes: int, size: int, batch_size: int = 64) -> FilmColorDataMod
         batch_size=batch_size,
         eval_batch_size=batch_size,
         capshapes_val_length=scenes,
+        capshapes_options=dict(options or {}),
     )
 
 
@@ -64,9 +69,10 @@ def evaluate(
     size: int | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """The metrics of a ``film-color`` checkpoint (or ``save_pretrained`` folder) on ``scenes``
-    CapShapes scenes of ``split``.
+    CapShapes scenes of ``split``, drawn with CapShapes ``options`` (:func:`scene_data`).
 
     ``size`` is the side the scenes are drawn at; by default the one the checkpoint was trained
     on (:func:`film_color.weights.trained_scene_size`; 64 when it records none). Returns
@@ -86,7 +92,7 @@ def evaluate(
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    data = scene_data(scenes, size, batch_size)
+    data = scene_data(scenes, size, batch_size, options)
     loop = trainer.validate if split == "val" else trainer.test
     (metrics,) = loop(module, datamodule=data, verbose=False)
     return {k.split("/", 1)[1]: float(v) for k, v in metrics.items()}
@@ -112,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--split", choices=("val", "test"), default="test")
     parser.add_argument("--scenes", type=int, default=2048, help="scenes of the split")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--options", type=json.loads, default=None,
+        help='CapShapes options as JSON, e.g. \'{"min_objects": 2, "shared_noun_prob": 1.0}\'',
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not (Path(args.ckpt).is_file() or is_hub_folder(args.ckpt)):
         raise SystemExit(
@@ -119,8 +129,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             f"model.safetensors) at {args.ckpt}"
         )
     metrics = evaluate(
-        args.ckpt, args.scenes, args.split, batch_size=args.batch_size, progress=True
-    )
+        args.ckpt, args.scenes, args.split, batch_size=args.batch_size, progress=True,
+        options=args.options,
+    )  # fmt: skip
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 
