@@ -265,6 +265,24 @@ def test_the_learning_rate_warms_up_then_holds_or_decays_to_zero(schedule):
         assert rates[4:] == pytest.approx(expected)
 
 
+def test_a_short_run_follows_a_longer_runs_schedule():
+    """``schedule_steps`` 12 on a 6-step run: its rates are the first 6 of the 12-step run's."""
+    rates = {}
+    for total, length in ((12, None), (6, 12)):
+        module = _tiny_module(lr=1e-3, warmup_steps=4, lr_schedule="cosine", schedule_steps=length)
+        module._trainer = SimpleNamespace(estimated_stepping_batches=total)
+        config = module.configure_optimizers()
+        optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+        rates[total] = []
+        for _ in range(total):
+            rates[total].append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    assert rates[6] == pytest.approx(rates[12][:6]) and rates[6][5] > rates[12][6] > 0
+    with pytest.raises(ValueError, match="must exceed warmup_steps"):
+        _tiny_module(warmup_steps=4, lr_schedule="cosine", schedule_steps=4)
+
+
 def test_a_cosine_schedule_needs_steps_after_the_warm_up():
     module = _tiny_module(warmup_steps=10, lr_schedule="cosine")
     module._trainer = SimpleNamespace(estimated_stepping_batches=10)

@@ -70,6 +70,9 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
         warmup_steps: steps of linear learning-rate warm-up from 0 (the release warms up).
         lr_schedule: ``"constant"`` after the warm-up, or ``"cosine"``: cosine decay to 0 at the
             trainer's last step (the release's schedule).
+        schedule_steps: the step at which the cosine decay reaches 0; ``None``: the trainer's
+            last step. A shorter run given a longer run's length trains exactly that run's
+            first steps (Table 1's ablations beside a kept checkpoint of the main run).
         seed: seed of the training draws (augmentation, colour swaps), combined with the step,
             batch and rank (:meth:`chromalab.tasks.ColorizationTask.step_seed`), so a resumed
             run draws what the uninterrupted one drew.
@@ -91,6 +94,7 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
+        schedule_steps: int | None = None,
         seed: int = 0,
         manipulation_seed: int = 0,
         lpips_weights: str | None = None,
@@ -99,6 +103,10 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        if schedule_steps is not None and schedule_steps <= warmup_steps:
+            raise ValueError(
+                f"schedule_steps ({schedule_steps}) must exceed warmup_steps ({warmup_steps})"
+            )
         # LPIPS is a fixed metric network of this machine's files, not part of the model: kept
         # out of the hyperparameters and of checkpoints, so they load where its weights are not
         super().__init__(lpips_weights=lpips_weights)
@@ -268,7 +276,7 @@ class LCoInsModule(SceneCaptionMetrics, ImageMetrics, ColorizationTask):
             params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
         )
         if hp.lr_schedule == "cosine":
-            total = int(self.trainer.estimated_stepping_batches)
+            total = hp.get("schedule_steps") or int(self.trainer.estimated_stepping_batches)
             if total <= hp.warmup_steps:
                 raise ValueError(
                     f"lr_schedule 'cosine' decays after the warm-up: the run has {total} steps, "
