@@ -30,6 +30,16 @@ scale, not comparable in value. Results: ``benchmarks/results/lcoins_table1.{csv
     python benchmarks/lcoins_table1.py [--steps 6000] [--scenes 512] [--retrain]
         [--unseen-steps 6000] [--lpips-weights alexnet.pth]
         [--captions val.json --image-root images/]
+
+At the published model's scale (its recipe, the ablations trained for the main run's first
+1,000 steps on its schedule, the full row from the main run's kept checkpoint at that step, and
+the unseen pairs scored on the main model, which was trained without them)::
+
+    python benchmarks/lcoins_table1.py \
+        --recipe packages/lcoins/configs/recipes/capshapes-lcoins-v1.yaml \
+        --steps 1000 --schedule-steps 4500 --scenes 2048 --runs outputs/lcoins-bench-v1 \
+        --full-checkpoint outputs/lcoins-capshapes-v1/kept/step=1000.ckpt \
+        --unseen-checkpoint outputs/lcoins-capshapes-v1/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -90,15 +100,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lpips-weights", default=None)
     parser.add_argument("--captions", default=None)
     parser.add_argument("--image-root", default=None)
+    parser.add_argument("--recipe", default=None, help="a recipe config over capshapes.yaml")
+    parser.add_argument(
+        "--schedule-steps", type=int, default=None, help="the cosine's length (a longer run's)"
+    )
+    parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the rows' runs")
+    parser.add_argument("--full-checkpoint", default=None, help="the L-CoIns row's checkpoint")
+    parser.add_argument(
+        "--unseen-checkpoint", default=None,
+        help="score the unseen pairs on this model (trained without them) instead of training one",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    configs = [Path(CAPSHAPES)] + ([Path(args.recipe)] if args.recipe else [])
+    schedule = (
+        [] if args.schedule_steps is None else ["--model.schedule_steps", str(args.schedule_steps)]
+    )
+    trained: dict[str, tuple[Path, float | None]] = {}
+    for label in args.rows:  # train first: a shared machine evaluates after every run is done
+        if label == "L-CoIns" and args.full_checkpoint:
+            trained[label] = (Path(args.full_checkpoint), None)
+            continue
+        folder, switches = ROWS[label]
+        trained[label] = train_or_reuse(
+            lcoins_run, args.runs / folder, configs, args.steps, [*switches, *schedule],
+            retrain=args.retrain, checkpoint_every=500,
+        )  # fmt: skip
     rows = []
     for label in args.rows:
-        folder, switches = ROWS[label]
-        ckpt, seconds = train_or_reuse(
-            lcoins_run, RUNS / folder, CAPSHAPES, args.steps, switches, retrain=args.retrain,
-            checkpoint_every=500,
-        )  # fmt: skip
+        ckpt, seconds = trained[label]
         scores = evaluate(ckpt, args.scenes, "test", lpips_weights=args.lpips_weights)
         paper = PAPER[label]
         row: dict[str, object] = {
@@ -127,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         rows.append(row)
         print(row, flush=True)
-    size = int(yaml.safe_load(Path(CAPSHAPES).read_text())["model"]["network"]["image_size"])
+    size = _image_size(configs)
     reference = no_colour_reference(args.scenes, size)
     rows.append({key: reference.get(key, "") for key in rows[0]})
     md = [
@@ -135,34 +166,56 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         f"Machine: {machine_description()}.",
         "",
-        f"Each row trained with `lcoins fit --config packages/lcoins/configs/capshapes.yaml` "
-        f"and its ablation switch for {args.steps} steps (batch 16, 64x64 scenes), evaluated "
-        f"on {args.scenes} CapShapes test scenes. Shared-noun columns: scenes of two or more "
-        "objects sharing a noun (told apart by position words). `paper` columns: the paper's "
-        "Table 1 on extended COCO-Stuff, quoted for reference (other data and scale, not "
-        "comparable in value).",
+        f"Each row trained with `lcoins fit {' '.join(f'--config {_shown(c)}' for c in configs)}` "
+        f"and its ablation switch for {args.steps} steps (batch 16, {size}x{size} scenes"
+        + (f", the cosine schedule of a {args.schedule_steps}-step run" if schedule else "")
+        + (f"; the L-CoIns row is `{args.full_checkpoint}`" if args.full_checkpoint else "")
+        + f"), evaluated on {args.scenes} CapShapes test scenes. Shared-noun columns: scenes "
+        "of two or more objects sharing a noun (told apart by position words). `paper` "
+        "columns: the paper's Table 1 on extended COCO-Stuff, quoted for reference (other "
+        "data and scale, not comparable in value).",
         "",
         markdown_table(rows),
     ]
-    if args.unseen_steps > 0:
-        options = json.dumps({"held_out_pairs": HELD_OUT})
-        ckpt, seconds = train_or_reuse(
-            lcoins_run, RUNS / "held-out-pairs", CAPSHAPES, args.unseen_steps,
-            ["--data.capshapes_options", options], retrain=args.retrain, checkpoint_every=500,
-        )  # fmt: skip
+    if args.unseen_checkpoint or args.unseen_steps > 0:
+        if args.unseen_checkpoint:
+            ckpt = args.unseen_checkpoint
+        else:
+            options = json.dumps({"held_out_pairs": HELD_OUT})
+            ckpt, _ = train_or_reuse(
+                lcoins_run, args.runs / "held-out-pairs", configs, args.unseen_steps,
+                ["--data.capshapes_options", options, *schedule], retrain=args.retrain,
+                checkpoint_every=500,
+            )  # fmt: skip
         unseen = unseen_pair_consistency(ckpt, HELD_OUT, args.scenes)
         print(unseen, flush=True)
         md += [
             "",
             "## Unseen colour-shape pairs",
             "",
-            f"L-CoIns trained for {trained_steps(ckpt)} steps on scenes without the pairs "
+            f"L-CoIns (`{_shown(ckpt)}`) trained for {trained_steps(ckpt)} steps on scenes "
+            "without the pairs "
             f"{HELD_OUT}; test scenes in which every object of those shapes shows one of them.",
             "",
             markdown_table([unseen]),
         ]
     csv_path, md_path = write_results("lcoins_table1", rows, "\n".join(md))
     print(f"wrote {csv_path} and {md_path}")
+
+
+def _image_size(configs: Sequence[Path]) -> int:
+    """The scene size of the last config that sets the network's ``image_size``."""
+    size = 64
+    for path in configs:
+        network = (yaml.safe_load(path.read_text()).get("model") or {}).get("network") or {}
+        size = int(network.get("image_size", size))
+    return size
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the checkout when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,35 @@ def test_rows_are_the_ablations_with_the_papers_numbers(tmp_path, monkeypatch):
     )
     with pytest.raises(SystemExit):
         bench.main(["--rows", "W/o XX"])
+
+
+def test_rows_at_a_main_runs_scale(tmp_path, monkeypatch):
+    """``--recipe``, ``--schedule-steps``, ``--full-checkpoint`` and ``--unseen-checkpoint``: the
+    ablation trains the recipe's first steps on the longer run's schedule, the L-CoIns row and
+    the unseen pairs score the given checkpoints, and nothing else is trained."""
+    written = {}
+    with benchmark_module("lcoins_table1") as bench:
+        monkeypatch.setattr(bench, "CAPSHAPES", TINY_CONFIG)
+        monkeypatch.setattr(
+            bench,
+            "write_results",
+            lambda name, rows, md: written.update(rows=rows, md=md) or ("", ""),
+        )
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text("model:\n  lr_schedule: cosine\n  warmup_steps: 1\n")
+        runs = tmp_path / "runs"
+        common = ["--scenes", "4", "--recipe", str(recipe), "--runs", str(runs)]
+        bench.main([*common, "--steps", "3", "--rows", "W/o GE", "--unseen-steps", "0"])
+        full = runs / "wo-ge" / "checkpoints" / "last.ckpt"
+        bench.main(
+            [*common, "--steps", "2", "--schedule-steps", "10", "--rows", "L-CoIns", "W/o CL",
+             "--full-checkpoint", str(full), "--unseen-checkpoint", str(full)]
+        )  # fmt: skip
+    rows = {r["model"]: r for r in written["rows"]}
+    assert rows["L-CoIns"]["train steps"] == 3  # the given checkpoint, not a new run
+    assert not (runs / "full").exists() and not (runs / "held-out-pairs").exists()
+    wo_cl = LCoInsModule.load_from_checkpoint(runs / "wo-cl" / "checkpoints" / "last.ckpt")
+    assert wo_cl.hparams.schedule_steps == 10 and wo_cl.hparams.lr_schedule == "cosine"
+    assert rows["W/o CL"]["train steps"] == 2
+    assert str(full) in written["md"] or "wo-ge" in written["md"]
+    assert "Unseen colour-shape pairs" in written["md"]
