@@ -30,7 +30,7 @@ $(STAMP): constraints.txt shared/pyproject.toml $(addsuffix pyproject.toml,$(PAC
 	@touch $@
 
 # Demos in report order; each trains on CapShapes with a bounded budget and reuses its runs.
-DEMOS ?= cic.demo film_color.demo
+DEMOS ?= cic.demo film_color.demo lcoins.demo
 
 demo: install
 	@set -e; for module in $(DEMOS); do echo "== $$module"; $(BIN)/python -m $$module; done

@@ -228,8 +228,7 @@ def test_scene_metrics_score_the_swapped_colours(conditioning):
 
 
 def test_caption_variants_change_only_colour_words():
-    from chromalab.text import find_color_words
-    from film_color.demo import caption_variants
+    from chromalab.text import caption_variants, find_color_words
 
     caption = "a red heart and a blue star on a striped green background"
     variants = caption_variants(caption)

@@ -66,3 +66,22 @@ def test_a_missing_path_is_a_clear_error(tmp_path):
         evaluate_main([str(tmp_path / "nothing")])
     with pytest.raises(FileNotFoundError, match="no LCoInsModule checkpoint or weights folder"):
         evaluate(tmp_path / "nothing", scenes=4)
+
+
+def test_the_demo_section_shows_a_published_folder(published, tmp_path):
+    """``python -m lcoins.demo``: shared-noun scenes under three captions that differ in colour
+    words only, their group maps, and the held-out scores of both kinds of scenes; without
+    weights it writes no section."""
+    from lcoins.demo import main as demo
+
+    _, folder = published
+    out = tmp_path / "report"
+    assert demo(["--out", str(out), "--weights", str(folder), "--scenes", "4"]) is not None
+    section = (out / "sections" / "030-lcoins.html").read_text()
+    assert "shared-noun scenes" in section and "manipulation_accuracy" in section
+    assert "lcoins/shared-noun.png" in section and (out / "index.html").is_file()
+    from PIL import Image
+
+    grid = Image.open(out / "assets" / "lcoins" / "shared-noun.png")
+    assert grid.width > grid.height  # rows of eight panels
+    assert demo(["--out", str(tmp_path / "none"), "--weights", str(tmp_path / "no")]) is None

@@ -38,6 +38,7 @@ from torch import Tensor
 
 __all__ = [
     "CHROMATIC_COLORS",
+    "caption_variants",
     "COLOR_LEXICON",
     "DESCRIPTION_LEVELS",
     "ColorTerm",
@@ -533,3 +534,22 @@ def describe_scene(
         return f"{attributive} on {_article(textured_bg)} {textured_bg}", mentioned
     prefix = ("", "a picture of ", "", "an image of ")[template]
     return prefix + attributive, mentioned
+
+
+def caption_variants(caption: str, count: int = 3) -> list[str]:
+    """``count`` captions that differ from ``caption`` only in their colour words.
+
+    The first is ``caption`` itself; variant ``i`` rotates every chromatic colour word ``i``
+    steps along :data:`chromalab.text.CHROMATIC_COLORS` (a bijection, so distinct colours stay
+    distinct).
+    """
+    ids = {cid for _, _, cid in find_color_words(caption) if cid in CHROMATIC_COLORS}
+    if not ids:
+        raise ValueError(f"caption has no chromatic colour word: {caption!r}")
+    n = len(CHROMATIC_COLORS)
+    variants = [caption]
+    for shift in range(1, count):
+        step = shift * max(1, n // count)
+        mapping = {c: CHROMATIC_COLORS[(CHROMATIC_COLORS.index(c) + step) % n] for c in ids}
+        variants.append(swap_color_words(caption, mapping))
+    return variants

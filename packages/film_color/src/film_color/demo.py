@@ -32,7 +32,7 @@ from chromalab.data import CapShapes
 from chromalab.io import recombine
 from chromalab.report import Report, image_grid, metrics_table
 from chromalab.runs import RunResult, train_or_reuse
-from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON, find_color_words, swap_color_words
+from chromalab.text import CHROMATIC_COLORS, COLOR_LEXICON, caption_variants
 from film_color.cli import run
 from film_color.evaluate import PUBLISHED, evaluate
 from film_color.explain import activation_maps, overlay
@@ -81,25 +81,6 @@ def train_fcnn_then(
             retrain=retrain,
         )  # fmt: skip
     return runs
-
-
-def caption_variants(caption: str, count: int = 3) -> list[str]:
-    """``count`` captions that differ from ``caption`` only in their colour words.
-
-    The first is ``caption`` itself; variant ``i`` rotates every chromatic colour word ``i``
-    steps along :data:`chromalab.text.CHROMATIC_COLORS` (a bijection, so distinct colours stay
-    distinct).
-    """
-    ids = {cid for _, _, cid in find_color_words(caption) if cid in CHROMATIC_COLORS}
-    if not ids:
-        raise ValueError(f"caption has no chromatic colour word: {caption!r}")
-    n = len(CHROMATIC_COLORS)
-    variants = [caption]
-    for shift in range(1, count):
-        step = shift * max(1, n // count)
-        mapping = {c: CHROMATIC_COLORS[(CHROMATIC_COLORS.index(c) + step) % n] for c in ids}
-        variants.append(swap_color_words(caption, mapping))
-    return variants
 
 
 def _pick_scenes(scenes: CapShapes, count: int, limit: int = 400) -> list[dict]:
