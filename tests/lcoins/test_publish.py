@@ -80,6 +80,7 @@ def test_the_demo_section_shows_a_published_folder(published, tmp_path):
     section = (out / "sections" / "030-lcoins.html").read_text()
     assert "shared-noun scenes" in section and "manipulation_accuracy" in section
     assert "lcoins/shared-noun.png" in section and (out / "index.html").is_file()
+    assert str(folder) in section  # outside the checkout: shown as it is
     from PIL import Image
 
     grid = Image.open(out / "assets" / "lcoins" / "shared-noun.png")

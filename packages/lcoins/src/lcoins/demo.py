@@ -96,7 +96,7 @@ def write_section(out: Path, weights: Path, scores: dict[str, dict], scenes: int
         "frozen MiniLM and learned group tokens meet in a grouping transformer; each image "
         "token is assigned to one group (Eq. 11), so objects of the same noun can take the "
         "colours their position words give them.</p>"
-        f"<h3>The published model</h3><p><code>{html.escape(str(weights))}</code>, loaded "
+        f"<h3>The published model</h3><p><code>{html.escape(_shown(weights))}</code>, loaded "
         "without training. Scenes where two objects share a noun:</p>"
         + _figure(report, module, 3)
         + f"<p>Scores on the first {scenes} CapShapes test scenes (never seen in training; "
@@ -105,6 +105,12 @@ def write_section(out: Path, weights: Path, scores: dict[str, dict], scenes: int
     )
     report.write_section("lcoins", "Instance awareness: L-CoIns", body, order=30)
     return report.build()
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the source checkout when inside it (no machine's absolute path)."""
+    root, path = PUBLISHED.parents[2], Path(path).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> Path | None:
