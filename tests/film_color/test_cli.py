@@ -377,9 +377,9 @@ def test_evaluation_draws_the_scenes_at_the_trained_size(film_ckpt, monkeypatch)
     sizes = []
     data = evaluate.scene_data
 
-    def recording(scenes, size, batch_size):
+    def recording(scenes, size, *args):
         sizes.append(size)
-        return data(scenes, size, batch_size)
+        return data(scenes, size, *args)
 
     monkeypatch.setattr(evaluate, "scene_data", recording)
     metrics = evaluate.evaluate(film_ckpt, scenes=8)
