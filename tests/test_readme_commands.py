@@ -236,6 +236,13 @@ FILM_FIT = (
 FILM_CKPT = "outputs/film_color-capshapes/checkpoints/last.ckpt"
 LCOINS_FIT = "lcoins fit --config packages/lcoins/configs/capshapes.yaml"
 LCOINS_CKPT = "outputs/lcoins-capshapes/checkpoints/last.ckpt"
+LCOINS_V1 = "benchmarks/weights/capshapes-lcoins-v1"
+LCOINS_RECIPE = "packages/lcoins/configs/recipes/capshapes-lcoins-v1.yaml"
+LCOINS_TABLE1_V1 = (
+    f"python benchmarks/lcoins_table1.py --recipe {LCOINS_RECIPE} --steps 1000 --schedule-steps "
+    "4500 --scenes 2048 --runs outputs/lcoins-bench-v1 --full-checkpoint "
+    "outputs/lcoins-capshapes-v1/kept/step=1000.ckpt --unseen-steps 0"
+)
 LCAD_STAGE_0 = (
     "lcad fit --stage autoencoder --config packages/lcad/configs/capshapes-autoencoder.yaml"
 )
@@ -393,8 +400,27 @@ COVERAGE: dict[str, Run | Ref] = {
     "python benchmarks/lcoins_table1.py --steps 6000": Ref(
         "tests/lcoins/test_table1_benchmark.py::test_rows_are_the_ablations_with_the_papers_numbers"
     ),
-    "python benchmarks/lcoins_table1.py --steps 800 --unseen-steps 800": Ref(
-        "tests/lcoins/test_table1_benchmark.py::test_rows_are_the_ablations_with_the_papers_numbers"
+    LCOINS_TABLE1_V1: Ref("tests/lcoins/test_table1_benchmark.py::test_rows_at_a_main_runs_scale"),
+    f"python -m lcoins.evaluate {LCOINS_V1} --split test --scenes 2048": Ref(
+        "tests/lcoins/test_published_weights.py::test_the_readme_scoring_command"
+    ),
+    f"chromalab app --model lcoins --weights {LCOINS_V1}": Run(),
+    "python -m lcoins.demo": Ref(
+        "tests/lcoins/test_published_weights.py::test_the_demo_shows_the_published_folder"
+    ),
+    "python benchmarks/lcoins_published.py": Ref(
+        "tests/lcoins/test_published_weights.py::test_the_held_out_table_benchmark"
+    ),
+    f"{LCOINS_FIT} --config {LCOINS_RECIPE}": Ref(
+        "tests/lcoins/test_recipe.py::test_the_recipes_trainer_builds"
+    ),
+    (
+        "python -m lcoins.publish outputs/lcoins-capshapes-v1/checkpoints/last.ckpt "
+        "outputs/capshapes-lcoins-v1 --recipe packages/lcoins/configs/capshapes.yaml "
+        f"{LCOINS_RECIPE}"
+    ): Ref(
+        "tests/lcoins/test_publish.py::"
+        "test_the_card_gives_the_files_sha256_the_recipe_and_the_scoring_command"
     ),
     "python benchmarks/lcoins_speed.py": Ref(
         "tests/lcoins/test_speed_benchmark.py::test_both_precisions_are_measured_against_fp32"

@@ -56,12 +56,18 @@ def app(tmp_path_factory):
     process.wait(timeout=30)
 
 
-@pytest.fixture
-def page(browser, app):
+def _open(browser, url: str):
+    """A page of the app at ``url``, ready for a request."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(WAIT_MS)
-    page.goto(app)
+    page.goto(url)
     page.locator("#run").wait_for()
+    return page
+
+
+@pytest.fixture
+def page(browser, app):
+    page = _open(browser, app)
     yield page
     page.close()
 
@@ -185,10 +191,7 @@ def _download(page, index: int = 0) -> bytes:
 
 
 def test_lcad_samples_with_the_pages_options_and_shows_its_attention(browser, lcad_app, tmp_path):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(WAIT_MS)
-    page.goto(lcad_app)
-    page.locator("#run").wait_for()
+    page = _open(browser, lcad_app)
     scene = CapShapes(length=1, size=64, seed=2)[0]
     photo = save_image(scene["rgb"], tmp_path / "street.png")
     caption = "a red circle and a blue square"
@@ -208,4 +211,34 @@ def test_lcad_samples_with_the_pages_options_and_shows_its_attention(browser, lc
         page.locator("#run").click()
         _wait_for_status(page, f"seed {seed})")
         assert (_download(page) == first) is same, seed
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def lcoins_app(tmp_path_factory):
+    """The app on the published CapShapes L-CoIns, as a user starts it."""
+    from lcoins.demo import PUBLISHED as LCOINS
+
+    log = tmp_path_factory.mktemp("lcoins") / "app.log"
+    weights = LCOINS.relative_to(ROOT).as_posix()
+    process, url = start_app(["--model", "lcoins", "--weights", weights], log)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_lcoins_colours_a_photo_by_its_caption_and_shows_its_groups(browser, lcoins_app, tmp_path):
+    page = _open(browser, lcoins_app)
+    scenes = CapShapes(length=16, size=64, seed=3)
+    scene = next(s for s in (scenes[i] for i in range(16)) if s["level"] == "complete")
+    photo = save_image(scene["rgb"], tmp_path / "shapes.png")
+    status = _colorize(page, [photo], "Colorized 1 photo (shapes.png)", scene["caption"])
+    assert "with lcoins" in status
+    page.wait_for_function(SHOWN, arg=3)  # input, result, group map
+    html = page.locator("#gallery").inner_html()
+    for label in ("shapes: input", "shapes: result", "shapes: groups"):
+        assert label in html
+    result = Image.open(io.BytesIO(_download(page)))
+    assert result.size == (64, 64) and _chroma(result) > 5.0
+    page.screenshot(path=str(tmp_path / "app-lcoins.png"), full_page=True)
     page.close()

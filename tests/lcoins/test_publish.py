@@ -41,6 +41,7 @@ def test_the_card_gives_the_files_sha256_the_recipe_and_the_scoring_command(publ
         assert f"| {name} | `{digest}` |" in card
     assert f"lcoins fit --config {TINY_CONFIG}" in card
     assert f"python -m lcoins.evaluate {folder} --split test --scenes 2048" in card
+    assert f"lcoins explain --ckpt {folder} --capshapes 4 -o groups/" in card
     assert "3 optimizer steps of batch 4" in card and "| manipulation accuracy | 0.5000 |" in card
 
 

@@ -94,7 +94,7 @@ def model_card(
         "",
         f"    {SCORING.format(folder=folder)}",
         f'    chromalab colorize --model lcoins --weights {folder} --caption "..." photo.png',
-        f"    lcoins explain {folder} ...",
+        f"    lcoins explain --ckpt {folder} --capshapes 4 -o groups/",
         "",
         "`LCoInsModule.from_pretrained(folder)` loads it (the text encoder from its package).",
     ]
