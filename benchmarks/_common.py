@@ -115,6 +115,12 @@ def no_colour_reference(scenes: int, size: int, options: dict | None = None) -> 
     return row
 
 
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (no machine's absolute path)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
 def named_paths(paths: dict[str, str]) -> str:
     """``"NAME `path`, ..."`` with paths inside the repository written relative to it."""
     shown = []

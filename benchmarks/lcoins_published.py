@@ -25,7 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import machine_description, markdown_table, no_colour_reference, write_results
+from _common import (
+    machine_description,
+    markdown_table,
+    no_colour_reference,
+    repo_relative,
+    write_results,
+)
 from lcoins_table1 import HELD_OUT, INSTANCES
 
 from chromalab.hub import read_config
@@ -103,9 +109,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         f"Machine: {machine_description()}.",
         "",
-        f"`{_shown(args.lcoins)}` and `{_shown(args.film)}` on the first {n} CapShapes test "
-        "scenes, each drawn at the size its model was trained on; shared-noun columns on the "
-        f"first {n} test scenes of two or more objects that share a noun "
+        f"`{repo_relative(args.lcoins)}` and `{repo_relative(args.film)}` on the first {n} "
+        "CapShapes test scenes, each drawn at the size its model was trained on; shared-noun "
+        f"columns on the first {n} test scenes of two or more objects that share a noun "
         f"(`{INSTANCES}`). Chance for the caption scores: 1/8.",
         "",
         markdown_table(rows),
@@ -123,11 +129,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     csv_path, md_path = write_results("lcoins_published", rows, "\n".join(md))
     print(f"wrote {csv_path} and {md_path}")
-
-
-def _shown(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

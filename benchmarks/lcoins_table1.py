@@ -51,7 +51,13 @@ from pathlib import Path
 
 import torch
 import yaml
-from _common import machine_description, markdown_table, no_colour_reference, write_results
+from _common import (
+    machine_description,
+    markdown_table,
+    no_colour_reference,
+    repo_relative,
+    write_results,
+)
 
 from chromalab.runs import train_or_reuse, trained_steps
 from lcoins.cli import CONFIGS
@@ -161,12 +167,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     size = _image_size(configs)
     reference = no_colour_reference(args.scenes, size)
     rows.append({key: reference.get(key, "") for key in rows[0]})
+    fit_configs = " ".join(f"--config {repo_relative(c)}" for c in configs)
     md = [
         "# L-CoIns Table 1 on CapShapes: the model and its ablations",
         "",
         f"Machine: {machine_description()}.",
         "",
-        f"Each row trained with `lcoins fit {' '.join(f'--config {_shown(c)}' for c in configs)}` "
+        f"Each row trained with `lcoins fit {fit_configs}` "
         f"and its ablation switch for {args.steps} steps (batch 16, {size}x{size} scenes"
         + (f", the cosine schedule of a {args.schedule_steps}-step run" if schedule else "")
         + (f"; the L-CoIns row is `{args.full_checkpoint}`" if args.full_checkpoint else "")
@@ -193,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "",
             "## Unseen colour-shape pairs",
             "",
-            f"L-CoIns (`{_shown(ckpt)}`) trained for {trained_steps(ckpt)} steps on scenes "
+            f"L-CoIns (`{repo_relative(ckpt)}`) trained for {trained_steps(ckpt)} steps on scenes "
             "without the pairs "
             f"{HELD_OUT}; test scenes in which every object of those shapes shows one of them.",
             "",
@@ -210,12 +217,6 @@ def _image_size(configs: Sequence[Path]) -> int:
         network = (yaml.safe_load(path.read_text()).get("model") or {}).get("network") or {}
         size = int(network.get("image_size", size))
     return size
-
-
-def _shown(path: str | Path) -> str:
-    """``path`` relative to the checkout when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":
